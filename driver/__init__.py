@@ -1,0 +1,33 @@
+"""The zwo-alpaca device core: ZWO ASI cameras through zwoasi, over the real SDK or a simulated one.
+
+Knows nothing of HTTP, INDI or XML; front ends use `ZWOCamera` and the value types below.
+"""
+
+from .camera import ZWOCamera
+from .errors import (
+    CameraError,
+    CameraGoneError,
+    InvalidOperationError,
+    InvalidValueError,
+    NotConnectedError,
+    NotSupportedError,
+    SdkError,
+    SdkNotFoundError,
+)
+from .models import (
+    CameraEvent,
+    CameraInfo,
+    CameraSettings,
+    CameraStatus,
+    CaptureWindow,
+    ControlInfo,
+    Frame,
+    ReconnectPolicy,
+)
+from .state import CameraState
+
+__all__ = [
+    "CameraError", "CameraEvent", "CameraGoneError", "CameraInfo", "CameraSettings", "CameraState",
+    "CameraStatus", "CaptureWindow", "ControlInfo", "Frame", "InvalidOperationError", "InvalidValueError",
+    "NotConnectedError", "NotSupportedError", "ReconnectPolicy", "SdkError", "SdkNotFoundError", "ZWOCamera",
+]

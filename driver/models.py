@@ -1,0 +1,218 @@
+"""Plain value types shared by the device core and its front ends."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidValueError
+from .state import CameraState
+
+BAYER_NAMES = {0: "RGGB", 1: "BGGR", 2: "GRBG", 3: "GBRG"}
+IMAGE_TYPE_NAMES = {0: "RAW8", 1: "RGB24", 2: "RAW16", 3: "Y8"}
+IMAGE_TYPE_CODES = {name: code for code, name in IMAGE_TYPE_NAMES.items()}
+GUIDE_DIRECTIONS = {"N": 0, "S": 1, "E": 2, "W": 3}
+
+
+@dataclass(frozen=True)
+class ControlInfo:
+    """One SDK control as the camera reports it (limits are the SDK's, in SDK units)."""
+
+    name: str
+    description: str
+    min: int
+    max: int
+    default: int
+    auto_supported: bool
+    writable: bool
+    control_type: int
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What the SDK says about one camera model and unit."""
+
+    index: int
+    camera_id: int
+    name: str
+    model: str
+    serial: str | None
+    max_width: int
+    max_height: int
+    pixel_size_um: float
+    is_color: bool
+    bayer_pattern: str | None
+    bit_depth: int
+    e_per_adu: float
+    supported_bins: tuple[int, ...]
+    image_types: tuple[str, ...]
+    has_st4: bool
+    has_cooler: bool
+    has_shutter: bool
+    usb3: bool
+    exposure_min_s: float = 32e-6
+    exposure_max_s: float = 2000.0
+    full_well_e: float | None = None
+    controls: dict[str, ControlInfo] | None = None
+
+    @property
+    def unique_key(self) -> str:
+        """A key that identifies this physical camera across replugs and index changes."""
+        return f"{self.model}:{self.serial}" if self.serial else f"{self.model}#{self.index}"
+
+
+@dataclass
+class CameraSettings:
+    """User settings that persist across disconnects for the life of the `ZWOCamera` object.
+
+    The subframe is in binned pixels; `None` width/height mean the full binned frame. Gain, offset and
+    bandwidth of `None` mean the SDK default.
+    """
+
+    bin: int = 1
+    start_x: int = 0
+    start_y: int = 0
+    width: int | None = None
+    height: int | None = None
+    image_type: str = "RAW16"
+    gain: int | None = None
+    offset: int | None = None
+    usb_bandwidth: int | None = None
+    high_speed: bool = False
+    flip: int = 0
+    hardware_bin: bool = False
+    cooler_on: bool = False
+    target_temperature: float | None = None
+
+    def copy(self) -> "CameraSettings":
+        """An independent copy."""
+        return CameraSettings(**self.__dict__)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (for JSON and config files)."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One image read out of the camera, with the facts a FITS header or an ASCOM client needs.
+
+    `data` is (rows, columns) for RAW8/RAW16 and (rows, columns, 3) BGR for RGB24. It is a read-only
+    view of a buffer the core reuses after two more exposures; copy it to keep it longer.
+    """
+
+    data: np.ndarray
+    seq: int
+    start_time: _dt.datetime
+    duration: float
+    light: bool
+    bin: int
+    start_x: int
+    start_y: int
+    width: int
+    height: int
+    image_type: str
+    bit_depth: int
+    gain: int | None
+    offset: int | None
+    temperature: float | None
+    camera_name: str
+    bayer_pattern: str | None = None
+    bayer_offset_x: int = 0
+    bayer_offset_y: int = 0
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """A consistent snapshot of everything polling clients ask for; taking it never waits on the SDK."""
+
+    state: CameraState
+    connected: bool
+    connecting: bool
+    image_ready: bool
+    percent_completed: int
+    last_exposure_start: _dt.datetime | None
+    last_exposure_duration: float | None
+    ccd_temperature: float | None
+    cooler_on: bool | None
+    cooler_power: float | None
+    target_temperature: float | None
+    is_pulse_guiding: bool
+    capturing: bool
+    off_peak_until: str | None
+    status_text: str
+    error: str | None
+    frame_seq: int
+
+
+@dataclass(frozen=True)
+class CameraEvent:
+    """Something that happened to a camera, delivered to listeners (front ends push it to clients)."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Bounded exponential backoff for automatic reconnection after a removed or failed camera."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    cap: float = 5.0
+    enabled: bool = True
+
+    def delays(self):
+        """Yield the wait before each attempt: initial, initial*factor, ... capped at `cap`, forever."""
+        delay = self.initial
+        while True:
+            yield delay
+            delay = min(self.cap, delay * self.factor)
+
+
+_HHMM = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """A daily capture window in local time, e.g. 20:00-06:00 (may cross midnight)."""
+
+    start: _dt.time
+    end: _dt.time
+
+    @classmethod
+    def parse(cls, text: str) -> "CaptureWindow":
+        """Parse "HH:MM-HH:MM"; raises InvalidValueError with the expected form."""
+        parts = text.split("-")
+        if len(parts) != 2:
+            raise InvalidValueError(f"capture window {text!r} must look like HH:MM-HH:MM, e.g. 20:00-06:00")
+        times = []
+        for part in parts:
+            m = _HHMM.match(part)
+            if not m:
+                raise InvalidValueError(f"capture window {text!r} must look like HH:MM-HH:MM, e.g. 20:00-06:00")
+            times.append(_dt.time(int(m.group(1)), int(m.group(2))))
+        if times[0] == times[1]:
+            raise InvalidValueError(f"capture window {text!r} is empty: start and end are equal")
+        return cls(times[0], times[1])
+
+    def contains(self, when: _dt.datetime) -> bool:
+        """Whether the local wall-clock time `when` falls inside the window (start inclusive)."""
+        t = when.time().replace(tzinfo=None)
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+    def next_start(self, when: _dt.datetime) -> _dt.datetime:
+        """The next moment at or after `when` at which the window opens."""
+        candidate = when.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        if candidate < when:
+            candidate += _dt.timedelta(days=1)
+        return candidate
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"

@@ -1,0 +1,74 @@
+"""Process-wide record of cameras, so that every open camera is released when the process ends.
+
+Normal exit and `atexit` release cameras here. SIGTERM is turned into a normal exit (SystemExit) by
+`install_signal_handlers()` so the same path runs; SIGINT already raises KeyboardInterrupt. Core
+threads are daemon threads, so interpreter shutdown never waits on them before this runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .camera import ZWOCamera
+
+log = logging.getLogger("zwo_alpaca.registry")
+_all: "weakref.WeakSet[ZWOCamera]" = weakref.WeakSet()
+_open: "set[ZWOCamera]" = set()
+_lock = threading.Lock()
+_hooked = False
+
+
+def track(cam: "ZWOCamera") -> None:
+    """Remember a camera object (weakly) and make sure the exit hook is installed."""
+    global _hooked
+    with _lock:
+        _all.add(cam)
+        if not _hooked:
+            atexit.register(release_all)
+            _hooked = True
+
+
+def opened(cam: "ZWOCamera") -> None:
+    """A camera was connected: hold it strongly until it is disconnected, so exit can release it."""
+    with _lock:
+        _open.add(cam)
+
+
+def closed(cam: "ZWOCamera") -> None:
+    """A camera was disconnected."""
+    with _lock:
+        _open.discard(cam)
+
+
+def open_cameras() -> list["ZWOCamera"]:
+    """The cameras currently connected (or trying to be)."""
+    with _lock:
+        return list(_open)
+
+
+def release_all() -> None:
+    """Disconnect every camera this process has; each one bounded in time, failures logged."""
+    with _lock:
+        cams = list(_open) + [c for c in _all if c not in _open]
+    for cam in cams:
+        try:
+            cam.disconnect_camera()
+        except Exception as exc:  # exit must go on even if one camera misbehaves
+            log.warning("releasing %s at exit failed: %s", getattr(cam, "name", cam), exc)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM exit normally (running atexit, so cameras are released). Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _sigterm)
