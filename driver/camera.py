@@ -61,7 +61,11 @@ _BYTES_PER_PIXEL = {"RAW8": 1, "Y8": 1, "RAW16": 2, "RGB24": 3}
 # Control names as the SDK reports them.
 C_GAIN, C_OFFSET, C_EXPOSURE, C_BANDWIDTH = "Gain", "Offset", "Exposure", "BandWidth"
 C_HIGH_SPEED, C_FLIP, C_HW_BIN = "HighSpeedMode", "Flip", "HardwareBin"
-C_COOLER_ON, C_TARGET, C_TEMPERATURE, C_COOLER_POWER = "CoolerOn", "TargetTemp", "Temperature", "CoolerPowerPerc"
+C_COOLER_ON, C_TARGET, C_TEMPERATURE, C_COOLER_POWER = "CoolerOn", "TargetTemp", "Temperature", "CoolPowerPerc"
+# The SDK's control type numbers (ASI_CONTROL_TYPE). Lookups fall back to these, because control
+# names have varied between SDK versions (e.g. "CoolPowerPerc"), while the numbers have not.
+_CONTROL_TYPES = {C_GAIN: 0, C_EXPOSURE: 1, C_OFFSET: 5, C_BANDWIDTH: 6, C_TEMPERATURE: 8, C_FLIP: 9,
+                  C_HW_BIN: 13, C_HIGH_SPEED: 14, C_COOLER_POWER: 15, C_TARGET: 16, C_COOLER_ON: 17}
 
 
 class _SdkCamera:
@@ -386,11 +390,19 @@ class ZWOCamera:
                 raise NotConnectedError(f"{self.name} is {state.value}; wait until Connecting is false")
             raise NotConnectedError(f"{self.name} is not connected")
 
-    def _control_type(self, name: str) -> int | None:
+    def _control(self, name: str) -> ControlInfo | None:
+        """The camera's control by SDK name, or by its standard type number when named differently."""
         info = self._info
-        if info is None or not info.controls or name not in info.controls:
+        if info is None or not info.controls:
             return None
-        return info.controls[name].control_type
+        if name in info.controls:
+            return info.controls[name]
+        ctype = _CONTROL_TYPES.get(name)
+        return next((c for c in info.controls.values() if c.control_type == ctype), None)
+
+    def _control_type(self, name: str) -> int | None:
+        ctl = self._control(name)
+        return ctl.control_type if ctl else None
 
     def controls(self) -> dict[str, ControlInfo]:
         """The camera's SDK controls (known after the first connection)."""
@@ -535,7 +547,7 @@ class ZWOCamera:
                 pass  # the SDK's own default bandwidth is right unless the user chose otherwise
         self._set_control(handle, C_HIGH_SPEED, int(st.high_speed))
         self._set_control(handle, C_FLIP, st.flip)
-        if C_HW_BIN in info.controls:
+        if self._control(C_HW_BIN) is not None:
             self._set_control(handle, C_HW_BIN, int(st.hardware_bin))
         if info.has_cooler:
             if st.target_temperature is not None:
@@ -694,16 +706,16 @@ class ZWOCamera:
             if not isinstance(val, int) or isinstance(val, bool):
                 raise InvalidValueError(f"{key} must be an integer, got {val!r}")
             if info is not None and info.controls is not None:
-                ctl = info.controls.get(cname)
+                ctl = self._control(cname)
                 if ctl is None:
                     raise NotSupportedError(f"{self.name} has no {cname} control")
                 if not ctl.min <= val <= ctl.max:
                     raise InvalidValueError(f"{key} {val} is out of range {ctl.min}..{ctl.max}")
         if "high_speed" in changes and st.high_speed and info is not None and info.controls is not None \
-                and C_HIGH_SPEED not in info.controls:
+                and self._control(C_HIGH_SPEED) is None:
             raise NotSupportedError(f"{self.name} has no high-speed mode")
         if "hardware_bin" in changes and st.hardware_bin and info is not None and info.controls is not None \
-                and C_HW_BIN not in info.controls:
+                and self._control(C_HW_BIN) is None:
             raise NotSupportedError(f"{self.name} has no hardware binning")
         if ("cooler_on" in changes or "target_temperature" in changes) and info is not None and not info.has_cooler \
                 and (st.cooler_on or st.target_temperature is not None):
@@ -717,8 +729,8 @@ class ZWOCamera:
     def target_temperature_range(self) -> tuple[float, float]:
         """The cooler's settable range in C (from the SDK's TargetTemp control when known)."""
         info = self._info
-        if info is not None and info.controls and C_TARGET in info.controls:
-            ctl = info.controls[C_TARGET]
+        ctl = self._control(C_TARGET)
+        if ctl is not None:
             return float(ctl.min), float(ctl.max)
         return -40.0, 30.0
 
@@ -750,15 +762,18 @@ class ZWOCamera:
         self.configure(**changes)
 
     # ------------------------------------------------------------------ exposures
-    def _sdk_roi(self, st: CameraSettings, info: CameraInfo) -> tuple[int, int, int, int, int, int, int, int]:
-        """Map a requested subframe to one the SDK accepts, and where to crop it.
+    def _sdk_roi(self, st: CameraSettings, info: CameraInfo) -> tuple[int, ...]:
+        """Map a requested subframe to one the SDK accepts, and how to cut the result back.
 
-        Returns (sdk_x, sdk_y, sdk_w, sdk_h, crop_x, crop_y, width, height). ZWO needs the width a
-        multiple of 8 and the height of 2 (ASI120: area a multiple of 1024), so a slightly larger
-        region is read and cropped; any subframe inside the binned sensor is therefore accepted.
+        Returns (sdk_x, sdk_y, sdk_w, sdk_h, crop_x, crop_y, width, height, pad_x, pad_y). ZWO needs
+        the width a multiple of 8 and the height of 2 (ASI120: area a multiple of 1024), so a slightly
+        larger region is read and cropped, and any subframe inside the binned sensor is accepted. The
+        last few columns/rows of an odd-sized binned sensor cannot be read at all; they are filled by
+        repeating the nearest read pixel (`pad_x`/`pad_y`, at most 7 columns and 1 row).
         """
         b = st.bin
         max_w, max_h = info.max_width // b, info.max_height // b
+        read_w, read_h = max_w - max_w % 8, max_h - max_h % 2
         w = st.width if st.width is not None else max_w
         h = st.height if st.height is not None else max_h
         x, y = st.start_x, st.start_y
@@ -766,20 +781,19 @@ class ZWOCamera:
             raise InvalidValueError(
                 f"subframe {w}x{h} at ({x},{y}) exceeds the {max_w}x{max_h} sensor at binning {b}: "
                 f"need StartX+NumX <= {max_w} and StartY+NumY <= {max_h}")
-        sdk_w = min(max_w - max_w % 8, -(-w // 8) * 8)
-        sdk_h = min(max_h - max_h % 2, -(-h // 2) * 2)
+        pad_x = max(0, x + w - read_w)
+        pad_y = max(0, y + h - read_h)
+        want_w, want_h = max(1, w - pad_x), max(1, h - pad_y)
+        sdk_w = min(read_w, -(-want_w // 8) * 8)
+        sdk_h = min(read_h, -(-want_h // 2) * 2)
         if "ASI120" in info.name:
-            while (sdk_w * sdk_h) % 1024 and sdk_w < max_w - max_w % 8:
+            while (sdk_w * sdk_h) % 1024 and sdk_w < read_w:
                 sdk_w += 8
-            while (sdk_w * sdk_h) % 1024 and sdk_h < max_h - max_h % 2:
+            while (sdk_w * sdk_h) % 1024 and sdk_h < read_h:
                 sdk_h += 2
-        if sdk_w < w or sdk_h < h:  # the odd last columns/rows of an odd-sized sensor
-            raise InvalidValueError(
-                f"subframe {w}x{h} at ({x},{y}) cannot be read at binning {b}: the camera reads at most "
-                f"{max_w - max_w % 8}x{max_h - max_h % 2} pixels")
-        sdk_x = min(x, max_w - sdk_w)
-        sdk_y = min(y, max_h - sdk_h)
-        return sdk_x, sdk_y, sdk_w, sdk_h, x - sdk_x, y - sdk_y, w, h
+        sdk_x = min(x, read_w - sdk_w)
+        sdk_y = min(y, read_h - sdk_h)
+        return sdk_x, sdk_y, sdk_w, sdk_h, min(x, read_w - 1) - sdk_x, min(y, read_h - 1) - sdk_y, w, h, pad_x, pad_y
 
     def start_exposure(self, duration: float, light: bool = True) -> None:
         """Start one exposure and return at once; the image is ready when `status().image_ready`.
@@ -907,7 +921,7 @@ class ZWOCamera:
             if started:
                 try:
                     self._call("stop exposure", handle.stop_exposure)
-                except CameraError:
+                except Exception:  # teardown may already have closed the camera or unloaded the SDK
                     pass
             self._exp_cancel_keep_requested = False
             with self._lock:
@@ -941,15 +955,18 @@ class ZWOCamera:
                     duration: float) -> Frame:
         info = self._info
         assert info is not None
-        sdk_w, sdk_h, crop_x, crop_y, w, h = roi[2], roi[3], roi[4], roi[5], roi[6], roi[7]
+        sdk_w, sdk_h, crop_x, crop_y, w, h, pad_x, pad_y = roi[2:10]
         if st.image_type == "RAW16":
             arr = np.frombuffer(buf, dtype=np.uint16).reshape(sdk_h, sdk_w)
         elif st.image_type == "RGB24":
             arr = np.frombuffer(buf, dtype=np.uint8).reshape(sdk_h, sdk_w, 3)
         else:
             arr = np.frombuffer(buf, dtype=np.uint8).reshape(sdk_h, sdk_w)
-        if (crop_x, crop_y, w, h) != (0, 0, sdk_w, sdk_h):
-            arr = arr[crop_y:crop_y + h, crop_x:crop_x + w]
+        cut_w, cut_h = w - pad_x, h - pad_y
+        if (crop_x, crop_y, cut_w, cut_h) != (0, 0, sdk_w, sdk_h):
+            arr = arr[crop_y:crop_y + max(1, cut_h), crop_x:crop_x + max(1, cut_w)]
+        if pad_x or pad_y:
+            arr = np.pad(arr, ((0, h - arr.shape[0]), (0, w - arr.shape[1])) + ((0, 0),) * (arr.ndim - 2), mode="edge")
         # The Bayer phase of a subframe shifts with its start position on the (unbinned) sensor.
         bx = (st.start_x * st.bin) % 2 if info.is_color and st.bin == 1 else 0
         by = (st.start_y * st.bin) % 2 if info.is_color and st.bin == 1 else 0
@@ -966,10 +983,8 @@ class ZWOCamera:
             bayer_offset_x=bx, bayer_offset_y=by)
 
     def _default(self, cname: str) -> int | None:
-        info = self._info
-        if info is None or not info.controls or cname not in info.controls:
-            return None
-        return info.controls[cname].default
+        ctl = self._control(cname)
+        return ctl.default if ctl else None
 
     def abort_exposure(self) -> None:
         """Abort a running exposure and discard it; harmless when none is running."""

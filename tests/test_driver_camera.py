@@ -126,17 +126,24 @@ def test_calls_need_a_connection(cam):
         cam.control_value("Gain")
 
 
-def test_busy_camera_reports_clearly(cam, sim, tmp_path):
-    other = ZWOCamera(0)
-    other.connect()
+def test_busy_camera_reports_clearly(cam, sim):
+    """A camera opened by another process (the simulator's `hold` command) cannot be opened here."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-m", "driver.simulator", "hold", "asi294mc-pro,asi120mm-mini",
+                               "--lock-dir", sim.lock_dir, "--seconds", "30"],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(Exception, match="another program|busy|open"):
+        assert holder.stdout.readline().startswith("holding")
+        with pytest.raises(Exception, match="another program"):
             cam.connect()
         assert cam.state == S.DISCONNECTED
         assert not cam.status().connected
     finally:
-        other.disconnect_camera()
-    cam.connect()
+        holder.kill()
+        holder.wait()
+    cam.connect()  # the OS released the dead holder's claim at once
     assert cam.state == S.IDLE
 
 
@@ -197,9 +204,11 @@ def test_invalid_values_name_the_range(cam):
 def test_dark_frame_has_no_stars(cam):
     cam.connect()
     cam.configure(bin=2, image_type="RAW16")
-    light = expose(cam, 0.5, light=True).data.copy()
-    dark = expose(cam, 0.5, light=False).data
-    assert light.max() > dark.max() * 1.5
+    light = expose(cam, 0.5, light=True).data.astype(np.int32)
+    dark = expose(cam, 0.5, light=False).data.astype(np.int32)
+    dark2 = expose(cam, 0.5, light=False).data.astype(np.int32)
+    # hot pixels are in both; only stars make light minus dark large
+    assert (light - dark).max() > 4 * np.abs(dark2 - dark).max()
 
 
 def test_second_exposure_while_exposing_is_invalid_operation(cam):
@@ -240,7 +249,7 @@ def test_exposure_overhead_is_readout_plus_little(cam):
 
 def test_buffers_are_reused_between_frames(cam):
     cam.connect()
-    cam.configure(bin=4)
+    cam.configure(width=800, height=600)  # a subframe the SDK reads as is (no edge padding)
     bases = set()
     for _ in range(4):
         frame = expose(cam)
@@ -300,13 +309,16 @@ def test_rapid_cycles_leak_nothing(cam, sim):
         cycle(i)
     threads_before = threading.active_count()
     tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
     t0 = time.monotonic()
-    for i in range(200):
+    for i in range(100):  # warm-up: the simulator's bounded caches fill here
+        cycle(i)
+    snap0 = tracemalloc.take_snapshot()
+    for i in range(100, 200):
         cycle(i)
     rate = 200 / (time.monotonic() - t0)
     snap1 = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    # steady memory: the second hundred cycles must not keep growing
     growth = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
     time.sleep(0.2)
     assert threading.active_count() <= threads_before

@@ -63,7 +63,7 @@ def test_missing_libusb_says_how_to_install(monkeypatch):
 def test_fallback_to_simulator_says_why(monkeypatch, tmp_path):
     monkeypatch.setattr(sdk, "find_sdk", lambda p=None: (_ for _ in ()).throw(SdkNotFoundError("nothing here")))
     info = sdk.load(sim_options={"lock_dir": str(tmp_path)})
-    assert info.kind == "simulator" and info.models == ["ASI294MC Pro"]
+    assert info.kind == "simulator" and info.models == ["ZWO ASI294MC Pro"]
     assert "nothing here" in info.reason
     assert "simulated" in info.describe()
 
