@@ -765,11 +765,12 @@ class ZWOCamera:
     def _sdk_roi(self, st: CameraSettings, info: CameraInfo) -> tuple[int, ...]:
         """Map a requested subframe to one the SDK accepts, and how to cut the result back.
 
-        Returns (sdk_x, sdk_y, sdk_w, sdk_h, crop_x, crop_y, width, height, pad_x, pad_y). ZWO needs
+        Returns (sdk_x, sdk_y, sdk_w, sdk_h, crop_x, crop_y, width, height, cut_w, cut_h). ZWO needs
         the width a multiple of 8 and the height of 2 (ASI120: area a multiple of 1024), so a slightly
         larger region is read and cropped, and any subframe inside the binned sensor is accepted. The
-        last few columns/rows of an odd-sized binned sensor cannot be read at all; they are filled by
-        repeating the nearest read pixel (`pad_x`/`pad_y`, at most 7 columns and 1 row).
+        last few columns/rows of an odd-sized binned sensor cannot be read at all; the cut image
+        (`cut_w` x `cut_h`) is then filled out to the request by repeating its edge pixels (at most
+        7 columns and 1 row).
         """
         b = st.bin
         max_w, max_h = info.max_width // b, info.max_height // b
@@ -781,19 +782,31 @@ class ZWOCamera:
             raise InvalidValueError(
                 f"subframe {w}x{h} at ({x},{y}) exceeds the {max_w}x{max_h} sensor at binning {b}: "
                 f"need StartX+NumX <= {max_w} and StartY+NumY <= {max_h}")
-        pad_x = max(0, x + w - read_w)
-        pad_y = max(0, y + h - read_h)
-        want_w, want_h = max(1, w - pad_x), max(1, h - pad_y)
-        sdk_w = min(read_w, -(-want_w // 8) * 8)
-        sdk_h = min(read_h, -(-want_h // 2) * 2)
-        if "ASI120" in info.name:
+        sdk_x, sdk_w, crop_x, cut_w = self._axis(x, w, read_w, 8)
+        sdk_y, sdk_h, crop_y, cut_h = self._axis(y, h, read_h, 2)
+        if "ASI120" in info.name:  # this sensor's SDK also wants width*height a multiple of 1024
             while (sdk_w * sdk_h) % 1024 and sdk_w < read_w:
                 sdk_w += 8
             while (sdk_w * sdk_h) % 1024 and sdk_h < read_h:
                 sdk_h += 2
-        sdk_x = min(x, read_w - sdk_w)
-        sdk_y = min(y, read_h - sdk_h)
-        return sdk_x, sdk_y, sdk_w, sdk_h, min(x, read_w - 1) - sdk_x, min(y, read_h - 1) - sdk_y, w, h, pad_x, pad_y
+            shift_x, shift_y = max(0, sdk_x + sdk_w - read_w), max(0, sdk_y + sdk_h - read_h)
+            sdk_x, crop_x, sdk_y, crop_y = sdk_x - shift_x, crop_x + shift_x, sdk_y - shift_y, crop_y + shift_y
+        return sdk_x, sdk_y, sdk_w, sdk_h, crop_x, crop_y, w, h, cut_w, cut_h
+
+    @staticmethod
+    def _axis(start: int, size: int, readable: int, step: int) -> tuple[int, int, int, int]:
+        """One axis of `_sdk_roi`: (sdk_start, sdk_size, crop, cut) for a request of `size` at `start`.
+
+        The SDK start is even (colour sensors round odd starts down, which would shift the Bayer
+        phase) and the SDK size a multiple of `step`; `cut` is how much of the request is readable.
+        """
+        first = min(start, readable - 1)
+        end = min(start + size, readable)
+        sdk_start = first - first % 2
+        sdk_size = min(readable, -(-(end - sdk_start) // step) * step)
+        if sdk_start + sdk_size > readable:
+            sdk_start = readable - sdk_size
+        return sdk_start, sdk_size, first - sdk_start, max(1, end - first)
 
     def start_exposure(self, duration: float, light: bool = True) -> None:
         """Start one exposure and return at once; the image is ready when `status().image_ready`.
@@ -955,17 +968,16 @@ class ZWOCamera:
                     duration: float) -> Frame:
         info = self._info
         assert info is not None
-        sdk_w, sdk_h, crop_x, crop_y, w, h, pad_x, pad_y = roi[2:10]
+        sdk_w, sdk_h, crop_x, crop_y, w, h, cut_w, cut_h = roi[2:10]
         if st.image_type == "RAW16":
             arr = np.frombuffer(buf, dtype=np.uint16).reshape(sdk_h, sdk_w)
         elif st.image_type == "RGB24":
             arr = np.frombuffer(buf, dtype=np.uint8).reshape(sdk_h, sdk_w, 3)
         else:
             arr = np.frombuffer(buf, dtype=np.uint8).reshape(sdk_h, sdk_w)
-        cut_w, cut_h = w - pad_x, h - pad_y
         if (crop_x, crop_y, cut_w, cut_h) != (0, 0, sdk_w, sdk_h):
-            arr = arr[crop_y:crop_y + max(1, cut_h), crop_x:crop_x + max(1, cut_w)]
-        if pad_x or pad_y:
+            arr = arr[crop_y:crop_y + cut_h, crop_x:crop_x + cut_w]
+        if (cut_w, cut_h) != (w, h):
             arr = np.pad(arr, ((0, h - arr.shape[0]), (0, w - arr.shape[1])) + ((0, 0),) * (arr.ndim - 2), mode="edge")
         # The Bayer phase of a subframe shifts with its start position on the (unbinned) sensor.
         bx = (st.start_x * st.bin) % 2 if info.is_color and st.bin == 1 else 0

@@ -504,3 +504,61 @@ def test_settings_survive_disconnect(cam):
     assert cam.control_value("Gain") == 150
     assert cam.control_value("HighSpeedMode") == 1
     assert expose(cam).data.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- subframes the SDK can read
+
+from hypothesis import given, settings as hsettings, strategies as hst  # noqa: E402
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(model=hst.sampled_from([(4144, 2822, "ZWO ASI294MC Pro", 4), (1280, 960, "ZWO ASI120MM Mini", 2),
+                               (9576, 6388, "ZWO ASI6200MM Pro", 4)]), data=hst.data())
+def test_any_subframe_maps_to_a_readable_sdk_roi(model, data):
+    from driver.models import CameraInfo, CameraSettings
+
+    width, height, name, max_bin = model
+    b = data.draw(hst.integers(1, max_bin))
+    info = CameraInfo(index=0, camera_id=0, name=name, model=name[4:], serial=None, max_width=width,
+                      max_height=height, pixel_size_um=3.76, is_color=False, bayer_pattern=None, bit_depth=16,
+                      e_per_adu=1.0, supported_bins=(1, 2, 3, 4), image_types=("RAW16",), has_st4=False,
+                      has_cooler=False, has_shutter=False, usb3=True)
+    max_w, max_h = width // b, height // b
+    x = data.draw(hst.integers(0, max_w - 1))
+    y = data.draw(hst.integers(0, max_h - 1))
+    w = data.draw(hst.integers(1, max_w - x))
+    h = data.draw(hst.integers(1, max_h - y))
+    st = CameraSettings(bin=b, start_x=x, start_y=y, width=w, height=h)
+    sx, sy, sw, sh, cx, cy, rw, rh, cw, ch = ZWOCamera._sdk_roi(ZWOCamera(0), st, info)
+    read_w, read_h = max_w - max_w % 8, max_h - max_h % 2
+    assert sw % 8 == 0 and sh % 2 == 0 and sx % 2 == 0 and sy % 2 == 0
+    assert 0 <= sx and sx + sw <= read_w and 0 <= sy and sy + sh <= read_h
+    if "ASI120" in name:
+        assert (sw * sh) % 1024 == 0
+    assert (rw, rh) == (w, h)
+    assert 0 <= cx and cx + cw <= sw and 0 <= cy and cy + ch <= sh
+    if x + w <= read_w:
+        assert sx + cx == x and cw == w  # the requested columns, exactly
+    else:
+        assert w - cw <= 7
+    if y + h <= read_h:
+        assert sy + cy == y and ch == h
+    else:
+        assert h - ch <= 1
+
+
+def test_subframe_shows_the_same_sky_as_the_full_frame(mini):
+    mini.connect()
+    full = expose(mini, 1.0).data.astype(np.float64).copy()
+    # centre the subframe on the brightest star (a PSF, unlike a single hot pixel)
+    score = sum(np.roll(full, k, axis=a) for k in (-1, 0, 1) for a in (0, 1))
+    cy, cx = np.unravel_index(np.argmax(score), score.shape)
+    x0 = int(min(max(cx - 150, 0), 1280 - 333)) | 1  # odd start: exercises the crop
+    y0 = int(min(max(cy - 100, 0), 960 - 211)) | 1
+    mini.configure(start_x=x0, start_y=y0, width=333, height=211)
+    sub = expose(mini, 1.0).data.astype(np.float64)
+    assert sub.shape == (211, 333)
+    corr = np.corrcoef(sub.ravel(), full[y0:y0 + 211, x0:x0 + 333].ravel())[0, 1]
+    dx = 3 if x0 < 600 else -3
+    shifted = np.corrcoef(sub.ravel(), full[y0:y0 + 211, x0 + dx:x0 + dx + 333].ravel())[0, 1]
+    assert corr > 0.3 and corr > shifted + 0.1, (corr, shifted)

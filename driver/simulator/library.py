@@ -1,0 +1,602 @@
+"""The simulated libASICamera2: a table of real C function pointers.
+
+Each `ASIxxx` attribute of SimulatedLibrary is a `ctypes.CFUNCTYPE` object built around a Python
+implementation, with the C prototype of the SDK function (the same prototypes zwoasi declares in
+`zwoasi.init()`). Calling it goes Python -> libffi -> C thunk -> Python, exactly like calling into
+the real shared library, so argument marshalling (struct pointers, out-parameters, `c_long`
+sizes, raw buffers) is exercised for real.
+
+The only liberty taken is on the Python side of struct parameters: the per-function `argtypes`
+accept our own structs *and* any ctypes Structure with a byte-identical layout (zwoasi's
+`_ASI_CAMERA_INFO` and friends, whose classes are not ours), mirroring what the real CDLL accepts
+once zwoasi has declared its argtypes. Every other parameter keeps the exact ctypes type zwoasi
+declares, so a call the real library would reject is rejected here too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from collections.abc import Callable
+from ctypes import POINTER, c_char, c_char_p, c_int, c_long
+from typing import TYPE_CHECKING, Any
+
+from .constants import SDK_VERSION, ImgType
+from .constants import AsiError as E
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sdk import SimulatedSDK
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ASI_CAMERA_INFO", "ASI_CONTROL_CAPS", "ASI_ID", "ASI_SN", "ASI_SUPPORTED_MODE", "PROTOTYPES",
+           "SimulatedLibrary"]
+
+
+# ----------------------------------------------------------------------------- C structures (ASICamera2.h)
+
+class ASI_CAMERA_INFO(ctypes.Structure):
+    """ASI_CAMERA_INFO; `long` fields are the platform's C long, as in the header."""
+
+    _fields_ = [
+        ("Name", c_char * 64),
+        ("CameraID", c_int),
+        ("MaxHeight", c_long),
+        ("MaxWidth", c_long),
+        ("IsColorCam", c_int),
+        ("BayerPattern", c_int),
+        ("SupportedBins", c_int * 16),
+        ("SupportedVideoFormat", c_int * 8),
+        ("PixelSize", ctypes.c_double),
+        ("MechanicalShutter", c_int),
+        ("ST4Port", c_int),
+        ("IsCoolerCam", c_int),
+        ("IsUSB3Host", c_int),
+        ("IsUSB3Camera", c_int),
+        ("ElecPerADU", ctypes.c_float),
+        ("BitDepth", c_int),
+        ("IsTriggerCam", c_int),
+        ("Unused", c_char * 16),
+    ]
+
+
+class ASI_CONTROL_CAPS(ctypes.Structure):
+    """ASI_CONTROL_CAPS."""
+
+    _fields_ = [
+        ("Name", c_char * 64),
+        ("Description", c_char * 128),
+        ("MaxValue", c_long),
+        ("MinValue", c_long),
+        ("DefaultValue", c_long),
+        ("IsAutoSupported", c_int),
+        ("IsWritable", c_int),
+        ("ControlType", c_int),
+        ("Unused", c_char * 32),
+    ]
+
+
+class ASI_ID(ctypes.Structure):
+    """ASI_ID: 8 bytes stored in the camera's flash."""
+
+    _fields_ = [("id", ctypes.c_ubyte * 8)]
+
+
+class ASI_SN(ctypes.Structure):
+    """ASI_SN (a typedef of ASI_ID in the header): the 8-byte serial number."""
+
+    _fields_ = [("id", ctypes.c_ubyte * 8)]
+
+
+class ASI_SUPPORTED_MODE(ctypes.Structure):
+    """ASI_SUPPORTED_MODE: camera modes, terminated by ASI_MODE_END (-1)."""
+
+    _fields_ = [("SupportedCameraMode", c_int * 16)]
+
+
+def _layout(struct: type) -> tuple | None:
+    if not (isinstance(struct, type) and issubclass(struct, ctypes.Structure)):
+        return None
+    try:
+        return ctypes.sizeof(struct), tuple((f[0], getattr(struct, f[0]).offset, getattr(struct, f[0]).size)
+                                           for f in struct._fields_)
+    except (AttributeError, TypeError):
+        return None
+
+
+def _same_layout(a: type, b: type) -> bool:
+    la = _layout(a)
+    return la is not None and la == _layout(b)
+
+
+def _struct_pointer(struct: type) -> type:
+    """An argtypes entry for `struct *` that also accepts byte-identical foreign structs."""
+    ptr_t = POINTER(struct)
+
+    class _Arg:
+        _type_ = struct  # lets callers create the pointee, as with a POINTER type
+
+        @classmethod
+        def from_param(cls, obj: Any):
+            if obj is None:
+                return None
+            if isinstance(obj, struct):
+                return ctypes.byref(obj)
+            if isinstance(obj, ptr_t):
+                return obj
+            if isinstance(obj, ctypes.Structure) and _same_layout(type(obj), struct):
+                return ctypes.byref(obj)
+            if isinstance(obj, ctypes._Pointer) and _same_layout(obj._type_, struct):  # noqa: SLF001
+                return ctypes.cast(obj, ptr_t)
+            if isinstance(obj, ctypes.Array) and ctypes.sizeof(obj) >= ctypes.sizeof(struct):
+                return ctypes.byref(obj)
+            if type(obj).__name__ == "CArgObject":  # ctypes.byref(x): an address, trusted as C would
+                return obj
+            raise TypeError(f"expected {struct.__name__} or a byte-identical structure, not {type(obj).__name__}")
+
+    _Arg.__name__ = _Arg.__qualname__ = f"LP_{struct.__name__}"
+    return _Arg
+
+
+def _struct_value(struct: type) -> type:
+    """An argtypes entry for a `struct` passed by value that also accepts byte-identical foreign structs."""
+
+    class _Arg:
+        _type_ = struct
+
+        @classmethod
+        def from_param(cls, obj: Any):
+            if isinstance(obj, struct):
+                return obj
+            if isinstance(obj, ctypes.Structure) and _same_layout(type(obj), struct):
+                return struct.from_buffer_copy(obj)
+            raise TypeError(f"expected {struct.__name__} or a byte-identical structure, not {type(obj).__name__}")
+
+    _Arg.__name__ = _Arg.__qualname__ = struct.__name__
+    return _Arg
+
+
+PI = POINTER(c_int)
+PL = POINTER(c_long)
+PC = POINTER(c_char)
+
+#: name -> (restype, C argument types). These are the prototypes zwoasi declares in zwoasi.init(),
+#: plus ASIGetCameraPropertyByID, ASIGetSerialNumber and ASIGetSDKVersion, which it does not.
+PROTOTYPES: dict[str, tuple[Any, tuple]] = {
+    "ASIGetNumOfConnectedCameras": (c_int, ()),
+    "ASIGetCameraProperty": (c_int, (POINTER(ASI_CAMERA_INFO), c_int)),
+    "ASIGetCameraPropertyByID": (c_int, (c_int, POINTER(ASI_CAMERA_INFO))),
+    "ASIOpenCamera": (c_int, (c_int,)),
+    "ASIInitCamera": (c_int, (c_int,)),
+    "ASICloseCamera": (c_int, (c_int,)),
+    "ASIGetNumOfControls": (c_int, (c_int, PI)),
+    "ASIGetControlCaps": (c_int, (c_int, c_int, POINTER(ASI_CONTROL_CAPS))),
+    "ASIGetControlValue": (c_int, (c_int, c_int, PL, PI)),
+    "ASISetControlValue": (c_int, (c_int, c_int, c_long, c_int)),
+    "ASIGetROIFormat": (c_int, (c_int, PI, PI, PI, PI)),
+    "ASISetROIFormat": (c_int, (c_int, c_int, c_int, c_int, c_int)),
+    "ASIGetStartPos": (c_int, (c_int, PI, PI)),
+    "ASISetStartPos": (c_int, (c_int, c_int, c_int)),
+    "ASIGetDroppedFrames": (c_int, (c_int, PI)),
+    "ASIEnableDarkSubtract": (c_int, (c_int, PC)),
+    "ASIDisableDarkSubtract": (c_int, (c_int,)),
+    "ASIStartVideoCapture": (c_int, (c_int,)),
+    "ASIStopVideoCapture": (c_int, (c_int,)),
+    "ASIGetVideoData": (c_int, (c_int, PC, c_long, c_int)),
+    "ASIPulseGuideOn": (c_int, (c_int, c_int)),
+    "ASIPulseGuideOff": (c_int, (c_int, c_int)),
+    "ASIStartExposure": (c_int, (c_int, c_int)),
+    "ASIStopExposure": (c_int, (c_int,)),
+    "ASIGetExpStatus": (c_int, (c_int, PI)),
+    "ASIGetDataAfterExp": (c_int, (c_int, PC, c_long)),
+    "ASIGetID": (c_int, (c_int, POINTER(ASI_ID))),
+    "ASISetID": (c_int, (c_int, ASI_ID)),
+    "ASIGetGainOffset": (c_int, (c_int, PI, PI, PI, PI)),
+    "ASIGetSerialNumber": (c_int, (c_int, POINTER(ASI_SN))),
+    "ASIGetCameraSupportMode": (c_int, (c_int, POINTER(ASI_SUPPORTED_MODE))),
+    "ASIGetCameraMode": (c_int, (c_int, PI)),
+    "ASISetCameraMode": (c_int, (c_int, c_int)),
+    "ASISendSoftTrigger": (c_int, (c_int, c_int)),
+    "ASIGetTriggerOutputIOConf": (c_int, (c_int, c_int, PI, PL, PL)),
+    "ASISetTriggerOutputIOConf": (c_int, (c_int, c_int, c_int, c_long, c_long)),
+    "ASIGetSDKVersion": (c_char_p, ()),
+}
+
+#: Functions that return no ASI_ERROR_CODE and so cannot have errors injected.
+NOT_INJECTABLE = frozenset({"ASIGetNumOfConnectedCameras", "ASIGetSDKVersion"})
+
+
+def _python_argtypes(argtypes: tuple) -> list:
+    out = []
+    for t in argtypes:
+        if isinstance(t, type) and issubclass(t, ctypes._Pointer) and issubclass(t._type_, ctypes.Structure):  # noqa: SLF001
+            out.append(_struct_pointer(t._type_))
+        elif isinstance(t, type) and issubclass(t, ctypes.Structure):
+            out.append(_struct_value(t))
+        else:
+            out.append(t)
+    return out
+
+
+def _addr(p) -> int | None:
+    return ctypes.cast(p, ctypes.c_void_p).value
+
+
+class SimulatedLibrary:
+    """Stands where zwoasi expects the CDLL: `zwoasi.zwolib = SimulatedLibrary(sdk)`.
+
+    Holds strong references to every CFUNCTYPE object (a collected thunk would crash the caller).
+    Unknown attributes raise AttributeError like a missing symbol in a CDLL.
+    """
+
+    def __init__(self, sdk: SimulatedSDK):
+        self._sdk = sdk
+        self._version = ctypes.create_string_buffer(SDK_VERSION.encode())
+        self._functions: dict[str, Any] = {}
+        for name, (restype, argtypes) in PROTOTYPES.items():
+            impl = getattr(self, "_" + name)
+            fn = ctypes.CFUNCTYPE(restype, *argtypes)(self._thunk(name, impl, restype))
+            fn.argtypes = _python_argtypes(argtypes)
+            self._functions[name] = fn
+            setattr(self, name, fn)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"simulated libASICamera2: undefined symbol: {name}")
+
+    def __repr__(self) -> str:
+        return f"<SimulatedLibrary of {self._sdk!r}>"
+
+    @property
+    def function_names(self) -> list[str]:
+        return list(self._functions)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _thunk(self, name: str, impl: Callable, restype) -> Callable:
+        sdk = self._sdk
+        fail = E.GENERAL_ERROR
+        if name == "ASIGetNumOfConnectedCameras":
+            fail = 0
+        elif restype is c_char_p:
+            fail = ctypes.addressof(self._version)
+
+        def thunk(*args):
+            try:
+                sdk._count(name)
+                if sdk._shut_down:
+                    return fail if name in NOT_INJECTABLE else E.CAMERA_REMOVED
+                sdk.faults.process_due(time.monotonic())
+                if name not in NOT_INJECTABLE:
+                    code = sdk.faults.take(name, self._slot_of(name, args))
+                    if code is not None:
+                        return code
+                return impl(*args)
+            except Exception:  # an exception must never cross into C: ctypes would return garbage
+                log.exception("simulated %s failed", name)
+                return fail
+
+        thunk.__name__ = name
+        return thunk
+
+    def _slot_of(self, name: str, args: tuple) -> int | None:
+        if name == "ASIGetCameraProperty":
+            plugged = self._sdk._plugged_slots()
+            idx = args[1]
+            return plugged[idx] if 0 <= idx < len(plugged) else None
+        return args[0] if args else None
+
+    def _cam(self, cid: int):
+        cams = self._sdk.cameras
+        if not 0 <= cid < len(cams):
+            return None, E.INVALID_ID
+        cam = cams[cid]
+        if not cam.plugged:
+            return None, E.CAMERA_REMOVED
+        return cam, E.SUCCESS
+
+    # ------------------------------------------------------------------ enumeration
+
+    def _ASIGetNumOfConnectedCameras(self) -> int:
+        return len(self._sdk._plugged_slots())
+
+    def _fill_info(self, info: ASI_CAMERA_INFO, cam) -> None:
+        m = cam.model
+        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        info.Name = m.name.encode()[:63]
+        info.CameraID = cam.slot
+        info.MaxHeight = m.max_height
+        info.MaxWidth = m.max_width
+        info.IsColorCam = int(m.is_color)
+        info.BayerPattern = int(m.bayer_pattern)
+        for i, b in enumerate(m.supported_bins[:15]):
+            info.SupportedBins[i] = b
+        fmts = list(m.supported_formats[:7])
+        for i, f in enumerate(fmts):
+            info.SupportedVideoFormat[i] = int(f)
+        info.SupportedVideoFormat[len(fmts)] = int(ImgType.END)
+        info.PixelSize = m.pixel_size_um
+        info.MechanicalShutter = int(m.mechanical_shutter)
+        info.ST4Port = int(m.st4)
+        info.IsCoolerCam = int(m.cooled)
+        info.IsUSB3Host = int(m.usb3)
+        info.IsUSB3Camera = int(m.usb3)
+        info.ElecPerADU = m.elec_per_adu_gain0
+        info.BitDepth = m.bit_depth
+        info.IsTriggerCam = int(m.trigger)
+
+    def _ASIGetCameraProperty(self, info, index: int) -> int:
+        plugged = self._sdk._plugged_slots()
+        if not 0 <= index < len(plugged):
+            return E.INVALID_INDEX
+        if not info:
+            return E.GENERAL_ERROR
+        self._fill_info(info.contents, self._sdk.cameras[plugged[index]])
+        return E.SUCCESS
+
+    def _ASIGetCameraPropertyByID(self, cid: int, info) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        if not info:
+            return E.GENERAL_ERROR
+        self._fill_info(info.contents, cam)
+        return E.SUCCESS
+
+    # ------------------------------------------------------------------ open / close
+
+    def _ASIOpenCamera(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.open()
+
+    def _ASIInitCamera(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.init()
+
+    def _ASICloseCamera(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.close()
+
+    # ------------------------------------------------------------------ controls
+
+    def _ASIGetNumOfControls(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, n = cam.num_controls()
+        if not err:
+            out[0] = n
+        return err
+
+    def _ASIGetControlCaps(self, cid: int, index: int, caps) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, spec = cam.control_caps(index)
+        if err:
+            return err
+        if not caps:
+            return E.GENERAL_ERROR
+        c = caps.contents
+        ctypes.memset(ctypes.addressof(c), 0, ctypes.sizeof(c))
+        c.Name = spec.name.encode()[:63]
+        c.Description = spec.description.encode()[:127]
+        c.MaxValue = spec.max_value
+        c.MinValue = spec.min_value
+        c.DefaultValue = spec.default
+        c.IsAutoSupported = int(spec.auto_supported)
+        c.IsWritable = int(spec.writable)
+        c.ControlType = int(spec.control_type)
+        return E.SUCCESS
+
+    def _ASIGetControlValue(self, cid: int, ctype: int, value, auto) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, v, a = cam.get_control(ctype)
+        if not err:
+            if value:
+                value[0] = v
+            if auto:
+                auto[0] = int(a)
+        return err
+
+    def _ASISetControlValue(self, cid: int, ctype: int, value: int, auto: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.set_control(ctype, value, bool(auto))
+
+    # ------------------------------------------------------------------ ROI
+
+    def _ASIGetROIFormat(self, cid: int, w, h, b, t) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, roi = cam.get_roi()
+        if not err:
+            for p, v in zip((w, h, b, t), roi, strict=True):
+                if p:
+                    p[0] = v
+        return err
+
+    def _ASISetROIFormat(self, cid: int, w: int, h: int, b: int, t: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.set_roi(w, h, b, t)
+
+    def _ASIGetStartPos(self, cid: int, x, y) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, (sx, sy) = cam.get_start()
+        if not err:
+            if x:
+                x[0] = sx
+            if y:
+                y[0] = sy
+        return err
+
+    def _ASISetStartPos(self, cid: int, x: int, y: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.set_start(x, y)
+
+    # ------------------------------------------------------------------ capture
+
+    def _ASIStartExposure(self, cid: int, is_dark: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.start_exposure(bool(is_dark))
+
+    def _ASIStopExposure(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.stop_exposure()
+
+    def _ASIGetExpStatus(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, status = cam.exp_status()
+        if not err and out:
+            out[0] = status
+        return err
+
+    def _ASIGetDataAfterExp(self, cid: int, buf, size: int) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        address = _addr(buf)
+        if address is None:
+            return E.GENERAL_ERROR
+        return cam.data_after_exp(address, int(size))
+
+    def _ASIStartVideoCapture(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.start_video()
+
+    def _ASIStopVideoCapture(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.stop_video()
+
+    def _ASIGetVideoData(self, cid: int, buf, size: int, wait_ms: int) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        address = _addr(buf)
+        if address is None:
+            return E.GENERAL_ERROR
+        return cam.video_data(address, int(size), int(wait_ms))
+
+    def _ASIGetDroppedFrames(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, n = cam.dropped_frames()
+        if not err and out:
+            out[0] = n
+        return err
+
+    # ------------------------------------------------------------------ guiding, identity, modes
+
+    def _ASIPulseGuideOn(self, cid: int, direction: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.pulse(direction, True)
+
+    def _ASIPulseGuideOff(self, cid: int, direction: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.pulse(direction, False)
+
+    def _ASIGetID(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, value = cam.get_id()
+        if not err and out:
+            ctypes.memmove(ctypes.addressof(out.contents), value, 8)
+        return err
+
+    def _ASISetID(self, cid: int, value) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.set_id(bytes(value.id))
+
+    def _ASIGetGainOffset(self, cid: int, a, b, c, d) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, vals = cam.gain_offset()
+        if not err:
+            for p, v in zip((a, b, c, d), vals, strict=True):
+                if p:
+                    p[0] = v
+        return err
+
+    def _ASIGetSerialNumber(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, value = cam.serial_number()
+        if not err:
+            if not out:
+                return E.GENERAL_ERROR
+            ctypes.memmove(ctypes.addressof(out.contents), value, 8)
+        return err
+
+    def _ASIGetCameraSupportMode(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, modes = cam.supported_modes()
+        if not err and out:
+            arr = out.contents.SupportedCameraMode
+            for i in range(16):
+                arr[i] = modes[i] if i < len(modes) else -1
+        return err
+
+    def _ASIGetCameraMode(self, cid: int, out) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, mode = cam.get_mode()
+        if not err and out:
+            out[0] = mode
+        return err
+
+    def _ASISetCameraMode(self, cid: int, mode: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.set_mode(mode)
+
+    def _ASISendSoftTrigger(self, cid: int, start: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.soft_trigger(bool(start))
+
+    def _ASIGetTriggerOutputIOConf(self, cid: int, pin: int, high, delay, duration) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        err, conf = cam.trigger_output(pin)
+        if not err:
+            for p, v in zip((high, delay, duration), conf, strict=True):
+                if p:
+                    p[0] = v
+        return err
+
+    def _ASISetTriggerOutputIOConf(self, cid: int, pin: int, high: int, delay: int, duration: int) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        return cam.trigger_output(pin, (int(bool(high)), int(delay), int(duration)))[0]
+
+    def _ASIEnableDarkSubtract(self, cid: int, path) -> int:
+        cam, err = self._cam(cid)
+        if err:
+            return err
+        if not path:
+            return E.INVALID_PATH
+        raw = ctypes.cast(path, c_char_p).value or b""
+        return cam.dark_subtract(raw.decode(errors="surrogateescape"))
+
+    def _ASIDisableDarkSubtract(self, cid: int) -> int:
+        cam, err = self._cam(cid)
+        return err or cam.dark_subtract(None)
+
+    def _ASIGetSDKVersion(self) -> int:
+        # Returned as an address: a bytes object would have to be kept alive by ctypes (a leak).
+        return ctypes.addressof(self._version)
