@@ -1140,14 +1140,27 @@ class ZWOCamera:
                 except Exception:
                     pass
         if thread is not threading.current_thread():
-            thread.join(timeout=2.0)
+            # The frame in progress was stopped in the SDK above, so the loop normally ends at once;
+            # the bound only has to cover a readout already under way, which grows with the frame
+            # and (on real hardware) a little with the exposure.
+            bound = 1.0 + min(self._exp_duration, 60.0) * 0.05 + self._readout_allowance()
+            thread.join(timeout=bound)
             if thread.is_alive():
-                self.log.warning("%s: capture thread did not stop within 2 s", self.name)
+                self.log.warning("%s: capture thread did not stop within %.1f s", self.name, bound)
         with self._lock:
             if self._capture_thread is thread:
                 self._capture_thread = None
             if self._sm.state == S.CAPTURING:
                 self._sm.transition(S.IDLE)
+
+    def _readout_allowance(self) -> float:
+        """Seconds a full readout of the current subframe may take over a slow link (about 40 MB/s)."""
+        info = self._info
+        if info is None:
+            return 1.0
+        st = self._settings
+        pixels = (st.width or info.max_width // st.bin) * (st.height or info.max_height // st.bin)
+        return pixels * _BYTES_PER_PIXEL.get(st.image_type, 2) / 40e6
 
     def _capture_loop(self, handle: Any, on_frame: Callable[[Frame], None], exposure: float, mode: str) -> None:
         zwo = _zwo.zwoasi()
