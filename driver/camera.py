@@ -442,6 +442,9 @@ class ZWOCamera:
                     raise InvalidOperationError(f"{self.name}: still disconnecting; try again")
             self._want_connected = True
             self._error = None
+            # A fresh connection has no image ready (ASCOM's first-use rule); the last frame is kept
+            # for front ends that show it, but it is not "ready" for a client that just connected.
+            self._image_ready = False
             self._sm.transition(S.CONNECTING)
         try:
             self._open_and_configure()

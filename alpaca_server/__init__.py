@@ -1,0 +1,1 @@
+"""ASCOM Alpaca HTTP server for ZWO cameras."""
