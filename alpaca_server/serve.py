@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import errno
 import inspect
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import logsetup
+from . import limits, logsetup
 from .app import ServerContext, build_app
 from .camera_api import CameraDevice
 from .config import Config
@@ -73,6 +74,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sdk", metavar="PATH", help="path of libASICamera2 (default: $ZWO_ASI_LIB, system paths, pyzwoasi's copy)")
     p.add_argument("--config", metavar="FILE", help="config file (default ~/.config/zwo-alpaca/config.json)")
     p.add_argument("--indi-port", type=int, default=DEFAULT_INDI_PORT, metavar="N", help=f"INDI server port (default {DEFAULT_INDI_PORT}; 0 disables INDI)")
+    p.add_argument("--upload-dir", metavar="DIR", default=None,
+                   help="directory INDI clients may upload FITS into (UPLOAD_LOCAL/BOTH); off when not given "
+                        "(default: $ZWO_ALPACA_UPLOAD_DIR)")
     p.add_argument("--no-discovery", action="store_true", help="do not answer Alpaca discovery broadcasts")
     p.add_argument("--discovery-port", type=int, default=DEFAULT_DISCOVERY_PORT, metavar="N", help=f"Alpaca discovery UDP port (default {DEFAULT_DISCOVERY_PORT})")
     logsetup.add_arguments(p)
@@ -193,7 +197,8 @@ async def _maybe_indi(args: argparse.Namespace, served: Served) -> Any:
         return None
     cams = [dev.cam for _, dev in sorted(served.devices.items())]
     try:
-        server = IndiServer(cams, host=args.bind, port=args.indi_port, logger=logging.getLogger("zwo_alpaca.indi"))
+        server = IndiServer(cams, host=args.bind, port=args.indi_port, logger=logging.getLogger("zwo_alpaca.indi"),
+                            upload_dir=getattr(args, "upload_dir", None))
         await _maybe_await(server.start())
         log.info("INDI server on port %d", args.indi_port)
         return server
@@ -275,9 +280,10 @@ async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerCon
         except (NotImplementedError, RuntimeError):  # not the main thread (in-process tests)
             pass
     app = build_app(ctx)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False,
+                           max_line_size=limits.MAX_LINE_BYTES, max_field_size=limits.MAX_FIELD_BYTES)
     await runner.setup()
-    site = web.TCPSite(runner, args.bind, args.port, reuse_address=True)
+    site = limits.CappedTCPSite(runner, args.bind, args.port, max_connections=limits.MAX_CONNECTIONS)
     await site.start()
     port = args.port
     server = getattr(site, "_server", None)
@@ -361,7 +367,10 @@ def _run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _release_cameras(served, 1.0)
         except OSError as exc:
-            log.error("cannot listen on %s:%s: %s", args.bind, args.port, exc)
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                why = "the port is in use (is another zwo-alpaca server running? pick another with --port)"
+            log.error("cannot listen on %s:%s: %s", args.bind, args.port, why)
             _release_cameras(served, 1.0)
             return 1
         return 0

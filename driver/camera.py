@@ -552,6 +552,8 @@ class ZWOCamera:
         self._set_control(handle, C_FLIP, st.flip)
         if self._control(C_HW_BIN) is not None:
             self._set_control(handle, C_HW_BIN, int(st.hardware_bin))
+        for cname, value in st.extra_controls.items():
+            self._set_control(handle, cname, value)
         if info.has_cooler:
             if st.target_temperature is not None:
                 self._set_control(handle, C_TARGET, int(round(st.target_temperature)))
@@ -636,11 +638,19 @@ class ZWOCamera:
                 self._io.release()
 
     def _close_handle_quietly(self, handle: Any, step: str) -> None:
-        try:
-            self._sdk_quiet(handle.close)
-        except Exception as exc:
-            self.log.warning("%s: teardown step '%s' failed: %s", self.name, step, exc)
-            self._count(f"teardown_failure:{step}")
+        # A failed close is retried (3 tries, 50 ms apart): a handle left open keeps the camera busy
+        # for every other program until this process exits. "Closed"/"removed" (ASI 4/5): nothing to close.
+        for attempt in range(3):
+            try:
+                self._sdk_quiet(handle.close)
+                return
+            except Exception as exc:
+                if attempt == 2 or getattr(exc, "error_code", None) in (4, 5):
+                    self.log.warning("%s: teardown step '%s' failed: %s", self.name, step, exc)
+                    self._count(f"teardown_failure:{step}")
+                    return
+                self.log.info("%s: teardown step '%s' failed (%s); retrying", self.name, step, exc)
+                time.sleep(0.05)
 
     def __enter__(self) -> "ZWOCamera":
         self.connect()
@@ -670,7 +680,7 @@ class ZWOCamera:
         Subframe and binning are checked again at `start_exposure`, because ASCOM clients set them
         one at a time and an intermediate combination may be out of range.
         """
-        unknown = set(changes) - set(CameraSettings().__dict__)
+        unknown = set(changes) - (set(CameraSettings().__dict__) - {"extra_controls"})
         if unknown:
             raise InvalidValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         info = self._info
@@ -753,6 +763,39 @@ class ZWOCamera:
             self._set_control(handle, C_COOLER_ON, int(st.cooler_on))
             with self._lock:
                 self._cooler_on = st.cooler_on
+
+    # Controls with a dedicated setting; set_control() refers callers to it so there is one way each.
+    _SETTING_OF = {C_GAIN: "gain", C_OFFSET: "offset", C_BANDWIDTH: "usb_bandwidth", C_FLIP: "flip",
+                   C_HIGH_SPEED: "high_speed", C_HW_BIN: "hardware_bin", C_COOLER_ON: "cooler_on",
+                   C_TARGET: "target_temperature", C_EXPOSURE: None}
+
+    def set_control(self, name: str, value: int) -> None:
+        """Set any other writable SDK control by its SDK name (e.g. WB_R, MonoBin, AntiDewHeater).
+
+        The value persists like the other settings and is reapplied after every reconnect.
+        """
+        if name in self._SETTING_OF:
+            key = self._SETTING_OF[name]
+            if key is None:
+                raise InvalidValueError("the exposure time is given to start_exposure(), not set as a control")
+            self.configure(**{key: value})
+            return
+        ctl = self._control(name)
+        if ctl is None:
+            if self._info is None or self._info.controls is None:
+                raise NotConnectedError(f"{self.name}: controls are known once the camera has been connected")
+            raise NotSupportedError(f"{self.name} has no control {name!r}; it has: "
+                                    f"{', '.join(sorted(self._info.controls))}")
+        if not ctl.writable:
+            raise InvalidValueError(f"{name} is read-only on {self.name}")
+        if not isinstance(value, int) or isinstance(value, bool) or not ctl.min <= value <= ctl.max:
+            raise InvalidValueError(f"{name} {value!r} is out of range {ctl.min}..{ctl.max}")
+        with self._lock:
+            self._settings.extra_controls[name] = value
+            handle = self._handle if self._sm.state in OPEN_STATES else None
+        if handle is not None:
+            self._set_control(handle, name, value)
+        self._emit("settings", changes={name: value})
 
     def set_cooler(self, on: bool, target: float | None = None) -> None:
         """Switch the cooler and optionally set its target (C)."""

@@ -87,14 +87,20 @@ class CameraSettings:
     hardware_bin: bool = False
     cooler_on: bool = False
     target_temperature: float | None = None
+    # Other writable SDK controls set by name (WB_R, WB_B, MonoBin, AntiDewHeater, ...).
+    extra_controls: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> "CameraSettings":
         """An independent copy."""
-        return CameraSettings(**self.__dict__)
+        values = dict(self.__dict__)
+        values["extra_controls"] = dict(self.extra_controls)
+        return CameraSettings(**values)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (for JSON and config files)."""
-        return dict(self.__dict__)
+        values = dict(self.__dict__)
+        values["extra_controls"] = dict(self.extra_controls)
+        return values
 
 
 @dataclass(frozen=True)

@@ -562,3 +562,22 @@ def test_subframe_shows_the_same_sky_as_the_full_frame(mini):
     dx = 3 if x0 < 600 else -3
     shifted = np.corrcoef(sub.ravel(), full[y0:y0 + 211, x0 + dx:x0 + dx + 333].ravel())[0, 1]
     assert corr > 0.3 and corr > shifted + 0.1, (corr, shifted)
+
+
+def test_other_controls_by_name_persist_across_reconnect(cam):
+    cam.connect()
+    wb = cam.controls()["WB_R"]
+    value = min(wb.max, wb.default + 5)
+    cam.set_control("WB_R", value)
+    assert cam.control_value("WB_R") == value
+    with pytest.raises(InvalidValueError, match=f"{wb.min}..{wb.max}"):
+        cam.set_control("WB_R", wb.max + 1)
+    with pytest.raises(NotSupportedError, match="no control 'Nope'"):
+        cam.set_control("Nope", 1)
+    with pytest.raises(InvalidValueError, match="read-only"):
+        cam.set_control("Temperature", 100)
+    cam.set_control("Gain", 77)  # a control with its own setting goes through it
+    assert cam.settings.gain == 77
+    cam.disconnect_camera()
+    cam.connect()
+    assert cam.control_value("WB_R") == value and cam.control_value("Gain") == 77
