@@ -149,6 +149,7 @@ class ZWOCamera:
         self._io = threading.Lock()
         self._sm = StateMachine(self._on_state_change)
         self._handle: Any = None
+        self._lib: Any = None  # the SDK library object the handle belongs to
         self._settings = CameraSettings()
         self._applied_roi: tuple[int, int, int, int, int, int] | None = None
         self._want_connected = False
@@ -253,7 +254,9 @@ class ZWOCamera:
         if not candidates and info is None:  # the selector may be a serial number
             candidates = [(i, int(zwo._get_camera_property(i)["CameraID"])) for i in range(count)]  # noqa: SLF001
             want_name = None
-        if len(candidates) == 1 and want_name is not None:
+        # One camera of our model: ours, unless this process has another camera of the same model (the
+        # one plugged in may be that one while ours is unplugged): then the serial decides.
+        if len(candidates) == 1 and want_name is not None and not (want_serial and self._has_twin()):
             return candidates[0][0]
         if want_serial:
             for index, cid in candidates:
@@ -262,6 +265,11 @@ class ZWOCamera:
         elif candidates:
             return candidates[0][0]
         raise CameraGoneError(f"{want_name or sel} is not connected ({count} camera(s) found)")
+
+    def _has_twin(self) -> bool:
+        """Whether this process has another camera object of the same model."""
+        me = _norm(self._info.name) if self._info else None
+        return any(c is not self and c.info is not None and _norm(c.info.name) == me for c in registry.tracked())
 
     # ------------------------------------------------------------------ listeners and state
     def add_listener(self, fn: Callable[[CameraEvent], None]) -> None:
@@ -364,6 +372,10 @@ class ZWOCamera:
     def _call(self, step: str, fn: Callable[..., Any], *args: Any, locked: bool = True) -> Any:
         """Run one SDK call; translate zwoasi errors, and treat a lost camera as a fault."""
         zwo = _zwo.zwoasi()
+        if self._lib is not None and zwo.zwolib is not self._lib:
+            # The SDK beneath zwoasi was unloaded or replaced: our camera ID now means nothing, and
+            # using it could touch another camera object's camera.
+            raise CameraGoneError(f"{self.name}: the camera SDK was unloaded; {step} not possible")
         try:
             if locked:
                 with self._io:
@@ -493,9 +505,10 @@ class ZWOCamera:
         """Find, open and initialise the camera, then apply settings (state must be CONNECTING)."""
         index = self._find_index()
         info = _sdk.camera_info(index, serial=self._info.serial if self._info else None)
-        with self._io:
+        with self._io, _sdk.in_use_lock():  # no serial probe may open/close it meanwhile (see sdk.claim)
             try:
                 handle = _open_handle(info.camera_id)
+                _sdk.claim(info.camera_id, info.serial)
             except _zwo.zwoasi().ZWO_Error as exc:
                 code = getattr(exc, "error_code", None)
                 msg = f"cannot open {info.name}: {exc}"
@@ -504,6 +517,7 @@ class ZWOCamera:
                 raise (CameraGoneError(msg) if code in (2, 5) else SdkError(msg, code)) from exc
         try:
             serial = info.serial or _zwo.read_serial(info.camera_id)
+            _sdk.claim(info.camera_id, serial)
             controls = {}
             for cname, caps in self._call("read controls", handle.get_controls).items():
                 controls[cname] = ControlInfo(
@@ -519,6 +533,7 @@ class ZWOCamera:
             with self._lock:
                 self._info = info
                 self._handle = handle
+                self._lib = _zwo.library()
                 self._applied_roi = None
             self._apply_settings(handle)
             self._read_telemetry(handle)
@@ -640,17 +655,20 @@ class ZWOCamera:
     def _close_handle_quietly(self, handle: Any, step: str) -> None:
         # A failed close is retried (3 tries, 50 ms apart): a handle left open keeps the camera busy
         # for every other program until this process exits. "Closed"/"removed" (ASI 4/5): nothing to close.
-        for attempt in range(3):
-            try:
-                self._sdk_quiet(handle.close)
-                return
-            except Exception as exc:
-                if attempt == 2 or getattr(exc, "error_code", None) in (4, 5):
-                    self.log.warning("%s: teardown step '%s' failed: %s", self.name, step, exc)
-                    self._count(f"teardown_failure:{step}")
+        try:
+            for attempt in range(3):
+                try:
+                    self._sdk_quiet(handle.close)
                     return
-                self.log.info("%s: teardown step '%s' failed (%s); retrying", self.name, step, exc)
-                time.sleep(0.05)
+                except Exception as exc:
+                    if attempt == 2 or getattr(exc, "error_code", None) in (4, 5):
+                        self.log.warning("%s: teardown step '%s' failed: %s", self.name, step, exc)
+                        self._count(f"teardown_failure:{step}")
+                        return
+                    self.log.info("%s: teardown step '%s' failed (%s); retrying", self.name, step, exc)
+                    time.sleep(0.05)
+        finally:
+            _sdk.release(handle.id)
 
     def __enter__(self) -> "ZWOCamera":
         self.connect()
@@ -1403,6 +1421,9 @@ class ZWOCamera:
             state = self._sm.state
             window = self._schedule
             wait = 0.25
+            if self._lib is not None and _zwo.library() is not self._lib:
+                self._abandon()
+                return
             try:
                 if window is not None and state != S.DISCONNECTING:
                     inside = window.contains(self._clock())
@@ -1445,6 +1466,22 @@ class ZWOCamera:
             del self
             wake.wait(wait)
             wake.clear()
+
+    def _abandon(self) -> None:
+        """The SDK was unloaded under us: forget the handle without calling it, and stop."""
+        self.log.warning("%s: the camera SDK was unloaded; dropping the connection", self.name)
+        with self._lock:
+            self._want_connected = False
+            self._capture_intent = None
+            self._handle = None
+            self._capture_stop.set()
+            self._exp_cancel.set()
+            if self._sm.state not in (S.DISCONNECTED, S.DISCONNECTING):
+                self._sm.transition(S.DISCONNECTING)
+            if self._sm.state == S.DISCONNECTING:
+                self._sm.transition(S.DISCONNECTED)
+            self._supervisor = None
+        registry.closed(self)
 
     def _try_reconnect(self) -> None:
         with self._lock:

@@ -362,7 +362,7 @@ def test_exposure_status_sequence_and_readout_time(sim):
     assert code(e) == 15
     wait_status(cam, zwoasi.ASI_EXP_SUCCESS)
     elapsed = time.monotonic() - t0
-    assert 0.2 + readout - 0.01 <= elapsed < 0.2 + readout + 0.5, elapsed
+    assert 0.2 + readout - 0.01 <= elapsed < 0.2 + readout + 1.5, elapsed  # generous: a shared 2-core machine
     with pytest.raises(zwoasi.ZWO_IOError) as e:
         cam.get_data_after_exposure(bytearray(100))
     assert code(e) == 13  # BUFFER_TOO_SMALL, and the image is still there
