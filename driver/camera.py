@@ -104,6 +104,14 @@ def _open_handle(camera_id: int) -> Any:
             def __del__(self) -> None:
                 pass
 
+            def set_roi_format(self, width: int, height: int, bins: int, image_type: int) -> None:
+                # zwoasi's version checks the size against ASIGetCameraProperty(self.id), i.e. the
+                # camera ID used as an enumeration index: another camera's limits, or INVALID_INDEX,
+                # once IDs and indices differ (another camera unplugged). The core checks sizes itself.
+                r = zwo.zwolib.ASISetROIFormat(self.id, width, height, bins, image_type)
+                if r:
+                    raise zwo.zwo_errors[r]
+
         _handle_class = SdkCamera
     return _handle_class(camera_id)
 
@@ -1005,7 +1013,7 @@ class ZWOCamera:
                 if self._sm.state in (S.EXPOSING, S.READING):
                     self._sm.transition(S.IDLE)
         except CameraGoneError as exc:
-            self._fault("exposure", exc)
+            self._fault("exposure", exc, handle)
         except CameraError as exc:
             if started:
                 try:
@@ -1293,7 +1301,7 @@ class ZWOCamera:
                 self._emit("frame", frame=frame)
         except CameraGoneError as exc:
             if not self._capture_stop.is_set():
-                self._fault("continuous capture", exc)
+                self._fault("continuous capture", exc, handle)
         except CameraError as exc:
             if not self._capture_stop.is_set():
                 self._count(f"failure:{type(exc).__name__}")
@@ -1362,14 +1370,20 @@ class ZWOCamera:
         self._launch_capture()
 
     # ------------------------------------------------------------------ faults and recovery
-    def _fault(self, step: str, exc: CameraError) -> None:
-        """The camera is gone or broken: record it, tear down fully, and let the supervisor reconnect."""
-        cause = "removed" if "removed" in exc.message.lower() or "ASI error 5" in exc.message else "io_error"
-        self._count(f"failure:{cause}")
-        self.log.error("%s: %s during %s; tearing down and reconnecting", self.name, exc.message, step)
+    def _fault(self, step: str, exc: CameraError, handle: Any = None) -> None:
+        """The camera is gone or broken: record it, tear down fully, and let the supervisor reconnect.
+
+        A failure on a handle that is no longer current (a teardown closed it while a health check
+        or readout was using it) is stale and ignored: acting on it would tear down a newer connection.
+        """
         with self._lock:
-            if self._sm.state in (S.DISCONNECTING, S.DISCONNECTED, S.ERROR, S.OFF_PEAK):
+            stale = handle is not None and handle is not self._handle
+            if stale or self._sm.state in (S.DISCONNECTING, S.DISCONNECTED, S.ERROR, S.OFF_PEAK, S.CONNECTING):
+                self.log.debug("%s: ignoring %s failure on a closed connection: %s", self.name, step, exc.message)
                 return
+            cause = "removed" if "removed" in exc.message.lower() or "ASI error 5" in exc.message else "io_error"
+            self._counters[f"failure:{cause}"] += 1
+            self.log.error("%s: %s during %s; tearing down and reconnecting", self.name, exc.message, step)
             self._error = f"camera removed or not answering ({exc.message})"
             self._sm.transition(S.ERROR)
             self._reconnect_attempt = 0
@@ -1456,7 +1470,7 @@ class ZWOCamera:
                             try:
                                 self._read_telemetry(handle)
                             except CameraGoneError as exc:
-                                self._fault("health check", exc)
+                                self._fault("health check", exc, handle)
                             except CameraError as exc:
                                 self.log.debug("%s: health check: %s", self.name, exc.message)
                     wait = min(wait, max(0.01, next_health - time.monotonic()))

@@ -46,6 +46,12 @@ def closed(cam: "ZWOCamera") -> None:
         _open.discard(cam)
 
 
+def tracked() -> list["ZWOCamera"]:
+    """Every camera object alive in this process, connected or not."""
+    with _lock:
+        return list(_all)
+
+
 def open_cameras() -> list["ZWOCamera"]:
     """The cameras currently connected (or trying to be)."""
     with _lock:

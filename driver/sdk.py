@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import platform
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,20 +215,50 @@ def camera_info(index: int, serial: str | None = None) -> CameraInfo:
     )
 
 
+# Camera IDs this process holds open (ZWOCamera handles) and their serials. probe_serial must never
+# open and close one of them: ASIOpenCamera on an open camera succeeds, and ASICloseCamera then closes
+# the handle its owner is using (with two cameras of one model, connecting one broke the other).
+_in_use: dict[int, str | None] = {}
+_in_use_lock = threading.RLock()
+
+
+def claim(camera_id: int, serial: str | None = None) -> None:
+    """Record that this process has `camera_id` open (call with `in_use_lock()` held around the open)."""
+    with _in_use_lock:
+        _in_use[camera_id] = serial or _in_use.get(camera_id)
+
+
+def release(camera_id: int) -> None:
+    """This process closed `camera_id` (or lost it)."""
+    with _in_use_lock:
+        _in_use.pop(camera_id, None)
+
+
+def in_use_lock() -> threading.RLock:
+    """Held while opening a camera, so a serial probe never opens/closes it in between."""
+    return _in_use_lock
+
+
 def probe_serial(camera_id: int) -> str | None:
-    """Open the camera briefly to read its serial number; None when it is busy or has none."""
+    """Open the camera briefly to read its serial number; None when it is busy or has none.
+
+    A camera this process already has open is not touched: its recorded serial is returned.
+    """
     zwo = _zwo.zwoasi()
-    try:
-        zwo._open_camera(camera_id)  # noqa: SLF001
-    except zwo.ZWO_Error:
-        return None
-    try:
-        return _zwo.read_serial(camera_id)
-    finally:
+    with _in_use_lock:
+        if camera_id in _in_use:
+            return _in_use[camera_id]
         try:
-            zwo._close_camera(camera_id)  # noqa: SLF001
+            zwo._open_camera(camera_id)  # noqa: SLF001
         except zwo.ZWO_Error:
-            pass
+            return None
+        try:
+            return _zwo.read_serial(camera_id)
+        finally:
+            try:
+                zwo._close_camera(camera_id)  # noqa: SLF001
+            except zwo.ZWO_Error:
+                pass
 
 
 def enumerate_cameras(read_serials: bool = True) -> list[CameraInfo]:
