@@ -16,12 +16,13 @@ import asyncio
 import concurrent.futures
 import logging
 import re
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from . import imagecodec
+from . import imagecodec, limits
 from .camera_api import NO_VALUE, Blocking, CameraDevice, run_blocking
 from .config import Config
 from .protocol import (
@@ -126,7 +127,11 @@ async def parse_alpaca_request(request: web.Request) -> AlpacaRequest:
     """GET: query string, names case-insensitive. PUT: form body, names exact."""
     if request.method == "GET":
         return AlpacaRequest.from_get(request.query.items())
-    form = await request.post()
+    try:
+        form = await asyncio.wait_for(request.post(), limits.BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limits.BODY_TIMEOUT_S:g} s",
+                                     content_type="text/plain") from None
     items = [(k, v) for k, v in form.items() if isinstance(v, str)]
     return AlpacaRequest.from_put(items)
 
@@ -203,6 +208,10 @@ async def _write_chunks(resp: web.StreamResponse, data: memoryview | bytes) -> N
     view = memoryview(data)
     for offset in range(0, len(view), WRITE_CHUNK):
         await resp.write(view[offset : offset + WRITE_CHUNK])
+        # When the socket takes each slice at once (a fast reader, loopback), aiohttp's drain never
+        # suspends, and a whole 122 MB frame would go out without the loop answering anyone else:
+        # polls waited for the entire download (p99 63 ms). Yield after every slice.
+        await asyncio.sleep(0)
 
 
 async def image_response(
@@ -217,7 +226,9 @@ async def image_response(
         device.require_connected(member)
         frame = await run_blocking(ctx.sdk_pool, device.image_frame, ctx.call_timeout)
         slot = device.acquire(frame)
-        prepared = await asyncio.wait_for(asyncio.wrap_future(slot.future), ctx.call_timeout)
+        # Shielded: the prepared image is shared, and a client that goes away (cancelling this wait)
+        # must not cancel it for everyone else.
+        prepared = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(slot.future)), ctx.call_timeout)
     except Exception as exc:  # noqa: BLE001 - the error goes back in the client's chosen format
         if slot is not None:
             device.release(slot)
@@ -236,38 +247,54 @@ async def image_response(
 
 async def _send_imagebytes(request: web.Request, ctx: ServerContext, prepared: imagecodec.PreparedImage,
                            ctid: int, stid: int) -> web.StreamResponse:
-    """The 44-byte header (this request's ids) then the shared pixel buffer, in slices."""
+    """The 44-byte header (this request's ids) then the shared pixel buffer, in slices, each band of
+    the transpose as soon as it is final (the first download of a frame overlaps its transpose)."""
     header = imagecodec.imagebytes_header(prepared, ctid, stid)
     resp = web.StreamResponse(headers={"Content-Type": imagecodec.IMAGEBYTES_CONTENT_TYPE})
     resp.content_length = len(header) + prepared.nbytes
     try:
         await resp.prepare(request)
         await resp.write(header)
-        await _write_chunks(resp, prepared.payload)
+        for band, view in prepared.parts():
+            if band is not None:
+                if not band.done():
+                    await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(band)), ctx.call_timeout)
+                band.result()  # a failed transpose raises here rather than sending garbage
+            await _write_chunks(resp, view)
         await resp.write_eof()
     except ConnectionError as exc:
         ctx.log.debug("image download to %s ended early: %r", request.remote, exc)
+    except Exception:  # noqa: BLE001 - the header is out: the client can only be told by a short body
+        ctx.log.exception("image download to %s aborted: the image could not be prepared", request.remote)
+        if request.transport is not None:
+            request.transport.close()
     return resp
 
 
 async def _send_json_image(request: web.Request, ctx: ServerContext, prepared: imagecodec.PreparedImage,
                            ctid: int, stid: int) -> web.StreamResponse:
-    """JSON encoded from the shared prepared array in the codec pool (no Python lists), then sent as
-    prefix / array text / suffix so the text is never copied into a second buffer."""
+    """JSON encoded from the shared prepared array in the codec pool (no Python lists; in parts, so
+    the GIL is free between orjson calls), then sent as prefix / parts / suffix: the text is never
+    copied into a second buffer."""
     loop = asyncio.get_running_loop()
-    value = await loop.run_in_executor(ctx.codec_pool, imagecodec.json_value, prepared)
+    value = await loop.run_in_executor(ctx.codec_pool, imagecodec.json_value_parts, prepared)
     prefix = imagecodec.json_prefix(prepared)
     suffix = envelope_suffix(ctid, stid)
     resp = web.StreamResponse(headers={"Content-Type": JSON_CONTENT_TYPE})
-    resp.content_length = len(prefix) + len(value) + len(suffix)
+    resp.content_length = len(prefix) + sum(len(part) for part in value) + len(suffix)
     try:
         await resp.prepare(request)
         await resp.write(prefix)
-        await _write_chunks(resp, value)
+        for part in value:
+            await _write_chunks(resp, part)
         await resp.write(suffix)
         await resp.write_eof()
     except ConnectionError as exc:
         ctx.log.debug("JSON image download to %s ended early: %r", request.remote, exc)
+        # asyncio keeps this exception in a reference cycle until the next garbage collection, and the
+        # finished frames of its traceback would keep the whole JSON text (70-400 MB) alive that long.
+        traceback.clear_frames(exc.__traceback__)
+    del value
     return resp
 
 
@@ -307,10 +334,12 @@ async def management_configureddevices(request: web.Request) -> web.Response:
 
 def build_app(ctx: ServerContext) -> web.Application:
     """The whole HTTP application for ``ctx`` (device API, management API and setup pages)."""
+    from . import security  # noqa: PLC0415
     from .setup_pages import add_setup_routes  # noqa: PLC0415 - keeps the import graph one-way
 
-    app = web.Application(middlewares=[guard_middleware], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[guard_middleware], client_max_size=limits.MAX_BODY_BYTES)
     app[CTX_KEY] = ctx
+    security.install(app, ctx.config)  # Basic auth (when users are configured) + CSRF for /setup posts
     app.router.add_route("*", "/api/v1/{device_type}/{device_number}/{member}", device_api)
     app.router.add_get("/management/apiversions", management_apiversions, allow_head=False)
     app.router.add_get("/management/v1/description", management_description, allow_head=False)

@@ -102,6 +102,10 @@ SENSOR_NAMES: dict[str, str] = {
     "ASI676MC": "IMX676",
 }
 
+# Fault-injection actions of simulated cameras (Action names, matched in any case).
+SIM_ACTIONS = ("sim.unplug", "sim.replug", "sim.record", "sim.unplug_after", "sim.inject", "sim.video_timeouts",
+               "sim.camera_state", "sim.counters", "sim.threads")
+
 # Bayer pattern -> ASCOM (BayerOffsetX, BayerOffsetY): where the red pixel of the RGGB cell sits.
 BAYER_OFFSETS: dict[str, tuple[int, int]] = {"RGGB": (0, 0), "GRBG": (1, 0), "GBRG": (0, 1), "BGGR": (1, 1)}
 
@@ -337,11 +341,11 @@ class CameraDevice:
     # ------------------------------------------------------------------ common members
 
     def put_action(self, req: AlpacaRequest) -> Any:
-        """Action: ``sim.unplug``/``sim.replug``/``sim.record`` on simulated cameras (names any case)."""
+        """Action: the ``sim.*`` fault-injection actions on simulated cameras (names any case)."""
         action = req.get_str("Action")
         params = req.get_str("Parameters", "")
         name = action.strip().lower()
-        if self.simulated and name in ("sim.unplug", "sim.replug", "sim.record"):
+        if self.simulated and name in SIM_ACTIONS:
             return Blocking(lambda: self._sim_action(name, params))
         supported = ", ".join(self.supported_actions()) or "none"
         raise AlpacaError(ACTION_NOT_IMPLEMENTED, f"action {action!r} is not supported (supported: {supported})")
@@ -359,14 +363,48 @@ class CameraDevice:
         if name == "sim.replug":
             sim.replug(slot)
             return "replugged"
+        if name in SIM_ACTIONS[3:]:
+            return self._sim_fault(sim, slot, name, params)
         # The whole simulator's record, plus which slot is this device's (to pick it out).
         record = _jsonable(sim.record())
         body = {"slot": slot, **record} if isinstance(record, dict) else {"slot": slot, "record": record}
         return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS).decode()
 
+    def _sim_fault(self, sim: Any, slot: int, name: str, params: str) -> str:
+        """The fault-injection actions taking JSON Parameters (docs/reliability.md), and two readouts.
+
+        ``sim.unplug_after`` ``{"phase": "exposure"|"readout", "delay": s}``; ``sim.inject``
+        ``{"function": "ASICloseCamera", "code": 16, "count": 1}`` (on this camera);
+        ``sim.video_timeouts`` ``{"count": n}``; ``sim.camera_state``: the simulated camera's SDK-side
+        state (controls, ROI, cooler...); ``sim.counters``: the device core's counters; ``sim.threads``:
+        the names of the server's threads (bench/soak.py tells pool workers from leaks with them).
+        """
+        try:
+            args = orjson.loads(params) if params.strip() else {}
+        except orjson.JSONDecodeError:
+            raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}") from None
+        if not isinstance(args, dict):
+            raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}")
+        try:
+            if name == "sim.unplug_after":
+                sim.unplug_after(slot, str(args.get("phase", "exposure")), float(args.get("delay", 0.0)))
+                return "armed"
+            if name == "sim.inject":
+                sim.inject(str(args["function"]), int(args.get("code", 16)), int(args.get("count", 1)), slot)
+                return "injected"
+            if name == "sim.video_timeouts":
+                sim.video_timeouts(slot, int(args.get("count", 1)))
+                return "armed"
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AlpacaError(INVALID_VALUE, f"{name}: invalid Parameters {params[:80]!r}: {exc}") from None
+        if name == "sim.threads":
+            return orjson.dumps(sorted(t.name for t in threading.enumerate())).decode()
+        body = sim.camera_state(slot) if name == "sim.camera_state" else self.cam.counters()
+        return orjson.dumps(_jsonable(body), option=orjson.OPT_NON_STR_KEYS).decode()
+
     def supported_actions(self) -> list[str]:
         """What :meth:`put_action` accepts."""
-        return ["sim.unplug", "sim.replug", "sim.record"] if self.simulated else []
+        return list(SIM_ACTIONS) if self.simulated else []
 
     def _command(self, req: AlpacaRequest) -> Any:
         req.get_str("Command")
@@ -917,10 +955,17 @@ class CameraDevice:
         current = self._prep
         if current is not None and current.seq == frame.seq:
             return current
+        # Retire the replaced image first: when nobody is downloading it, its (finished) array is
+        # reused for this frame at once, so one array serves a whole session of exposures.
+        if current is not None:
+            current.retired = True
+            if current.users == 0:
+                self._recycle(current)
         spare, self._spare = self._spare, None
         bgr = frame.image_type == "RGB24"
         if self._codec_pool is not None:
-            fut = self._codec_pool.submit(imagecodec.prepare_image, frame.data, frame.seq, bgr=bgr, out=spare)
+            # Resolves as soon as the bands are scheduled: downloads stream each band when it is final.
+            fut = self._codec_pool.submit(imagecodec.start_prepare, frame.data, frame.seq, bgr=bgr, out=spare)
         else:
             fut = concurrent.futures.Future()
             try:
@@ -929,17 +974,14 @@ class CameraDevice:
                 fut.set_exception(exc)
         slot = ImageSlot(frame.seq, fut)
         self._prep = slot
-        if current is not None:
-            current.retired = True
-            if current.users == 0:
-                self._recycle(current)
         return slot
 
     def _recycle(self, slot: "ImageSlot") -> None:
         # Keep the replaced image's array for the next frame: allocating (and page-faulting) a fresh
         # 100+ MB array per frame costs more than transposing into it. Called with _prep_lock held.
         fut = slot.future
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
+        # Only a finished image: the transpose threads may still be writing into a replaced one.
+        if fut.done() and not fut.cancelled() and fut.exception() is None and fut.result().complete:
             self._spare = fut.result().array
         slot.future = _DROPPED
 

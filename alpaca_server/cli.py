@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "alpaca_server.cmd_list",
     "alpaca_server.cmd_capture",
     "alpaca_server.cmd_doctor",
+    "alpaca_server.cmd_passwd",
 )
 
 

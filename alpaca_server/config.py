@@ -49,6 +49,13 @@ DEFAULT_FIELDS: dict[str, type] = {
     "bin": int,
     "high_speed": bool,
     "target_temperature": float,
+    # Set on the web control page: subframe (binned pixels), cooler switch, capture window "HH:MM-HH:MM".
+    "start_x": int,
+    "start_y": int,
+    "width": int,
+    "height": int,
+    "cooler_on": bool,
+    "schedule": str,
 }
 
 

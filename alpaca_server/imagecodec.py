@@ -1,9 +1,11 @@
 """ImageArray encoders: Alpaca ImageBytes (binary) and JSON, straight from the numpy frame.
 
 ASCOM image arrays are indexed ``[x][y]`` (width outermost), while numpy frames from the core are
-``(rows, columns)``. The transpose to width-outermost is done once per frame (cache-blocked, in a
-worker thread) into a :class:`PreparedImage` that every client then shares: ImageBytes sends its
-buffer as is after a 44-byte header, and JSON is produced from it by orjson without Python lists.
+``(rows, columns)``. The transpose to width-outermost is done once per frame (cache-blocked, by
+background threads, band by band in payload order) into a :class:`PreparedImage` that every client
+then shares: ImageBytes sends its buffer as is after a 44-byte header - each band as soon as it is
+final, so the first download overlaps the transpose - and JSON is produced from it by orjson in
+parts, without Python lists. Measurements: docs/performance.md.
 
 ImageBytes metadata version 1 (little-endian int32 fields; ASCOM "Alpaca ImageBytes" document and
 alpyca's decoder):
@@ -27,10 +29,12 @@ bytes  field                     value here
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,11 +94,37 @@ class PreparedImage:
     height: int
     planes: int
     transmission_type: int
+    # Progress of the transpose (see start_prepare): band k is ``array[k * band_rows:(k + 1) * band_rows]``
+    # and is final once ``bands[k]`` is done. No bands: the whole array is final.
+    bands: tuple[concurrent.futures.Future, ...] = ()
+    band_rows: int = 0
 
     @property
     def payload(self) -> memoryview:
-        """The pixel bytes (no copy)."""
+        """The pixel bytes (no copy). Only final once :attr:`complete` (or after :meth:`wait`)."""
         return memoryview(self.array.reshape(-1)).cast("B")
+
+    @property
+    def complete(self) -> bool:
+        """Whether every band has been transposed."""
+        return all(f.done() for f in self.bands)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the whole array is final (re-raises a failure of the transpose)."""
+        for fut in self.bands:
+            fut.result(timeout)
+
+    def parts(self) -> list[tuple[concurrent.futures.Future | None, memoryview]]:
+        """The payload in band order as (future to wait for or None, bytes of the band) - no copies.
+
+        A sender writes band k as soon as its future is done, so a download starts while the rest of
+        the frame is still being transposed.
+        """
+        if not self.bands:
+            return [(None, self.payload)]
+        rows = self.band_rows
+        return [(fut, memoryview(self.array[k * rows:(k + 1) * rows].reshape(-1)).cast("B"))
+                for k, fut in enumerate(self.bands)]
 
     @property
     def nbytes(self) -> int:
@@ -102,36 +132,51 @@ class PreparedImage:
         return int(self.array.nbytes)
 
 
-def _parallel_transpose(data: np.ndarray, out: np.ndarray, threads: int) -> None:
-    """Blocked transpose split into row bands, one per thread (numpy copies release the GIL)."""
-    rows = data.shape[0]
-    step = -(-rows // threads)
-    step = -(-step // _TILE) * _TILE  # band edges on tile boundaries
-    bands = [(y0, min(rows, y0 + step)) for y0 in range(0, rows, step)]
-    workers = [
-        threading.Thread(target=transpose_to_width_major, args=(data[y0:y1], out[:, y0:y1]), daemon=True)
-        for y0, y1 in bands[1:]
-    ]
-    for w in workers:
-        w.start()
-    y0, y1 = bands[0]
-    transpose_to_width_major(data[y0:y1], out[:, y0:y1])
-    for w in workers:
-        w.join()
-
-
-# Frames above this many pixels are transposed by several threads.
+# Frames above this many pixels are transposed progressively, in bands, by background threads.
 _PARALLEL_MIN = 4_000_000
 TRANSPOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
+# Frame columns per band (= rows of the prepared array). A band of a full ASI6200 frame is 512 x 6388
+# pixels (6.5 MB, about 2 ms of work), transposed in 512 x 512 tiles: as fast as the row-band order
+# (measured 38 ms vs 47 ms on one core for 61 MP), and the output is produced in payload order.
+BAND = 512
+
+
+def _transpose_bands(data: np.ndarray, out: np.ndarray, futures: tuple[concurrent.futures.Future, ...],
+                     first: int, step: int) -> None:
+    """Transpose bands ``first, first + step, ...`` of ``data`` into ``out``; finish each band's future."""
+    rows = data.shape[0]
+    for k in range(first, len(futures), step):
+        x0 = k * BAND
+        try:
+            src = data[:, x0:x0 + BAND]
+            dst = out[x0:x0 + BAND]
+            for y0 in range(0, rows, _TILE):
+                dst[:, y0:y0 + _TILE] = src[y0:y0 + _TILE].swapaxes(0, 1)
+        except BaseException as exc:  # noqa: BLE001 - delivered to whoever waits for this band
+            futures[k].set_exception(exc)
+        else:
+            futures[k].set_result(None)
 
 
 def prepare_image(data: np.ndarray, seq: int, *, bgr: bool = False, out: np.ndarray | None = None) -> PreparedImage:
-    """Turn a core frame (rows, cols[, 3]) into a :class:`PreparedImage` (runs in a worker thread).
+    """Turn a core frame (rows, cols[, 3]) into a complete :class:`PreparedImage` (blocking).
 
     ``bgr``: the third axis is ZWO's B,G,R order; ASCOM colour planes are R,G,B, so it is reversed.
     16-bit values are sent as the SDK delivers them (left-aligned, 0..65535); 8-bit as bytes.
     ``out``: a recycled array to write into when its shape and dtype fit (a fresh 100+ MB array
     costs more in page faults than the transpose itself).
+    """
+    image = start_prepare(data, seq, bgr=bgr, out=out)
+    image.wait()
+    return image
+
+
+def start_prepare(data: np.ndarray, seq: int, *, bgr: bool = False, out: np.ndarray | None = None,
+                  threads: int | None = None) -> PreparedImage:
+    """Like :func:`prepare_image`, but large frames are returned at once while ``threads`` background
+    threads (default TRANSPOSE_THREADS) transpose them band by band, in payload order (bands
+    interleaved between the threads; numpy releases the GIL while copying). ``data`` must not change
+    until :attr:`PreparedImage.complete`; small frames are transposed before returning.
     """
     if data.ndim == 3 and bgr:
         data = data[:, :, ::-1]
@@ -147,21 +192,33 @@ def prepare_image(data: np.ndarray, seq: int, *, bgr: bool = False, out: np.ndar
     shape = (data.shape[1], data.shape[0]) + data.shape[2:]
     if out is None or out.shape != shape or out.dtype != wire or not out.flags.c_contiguous:
         out = np.empty(shape, dtype=wire)
-    if data.shape[0] * data.shape[1] >= _PARALLEL_MIN and TRANSPOSE_THREADS > 1:
-        _parallel_transpose(data, out, TRANSPOSE_THREADS)
-        array = out
+    rank = 3 if out.ndim == 3 else 2
+    planes = int(out.shape[2]) if rank == 3 else 0
+    bands: tuple[concurrent.futures.Future, ...] = ()
+    if data.shape[0] * data.shape[1] >= _PARALLEL_MIN:
+        n = -(-shape[0] // BAND)
+        bands = tuple(concurrent.futures.Future() for _ in range(n))
+        for fut in bands:
+            fut.set_running_or_notify_cancel()  # running futures cannot be cancelled by a waiter
+        workers = max(1, min(threads or TRANSPOSE_THREADS, n))
+        for i in range(workers):
+            try:
+                threading.Thread(target=_transpose_bands, args=(data, out, bands, i, workers),
+                                 name=f"transpose-{seq}-{i}", daemon=True).start()
+            except RuntimeError:  # no thread to be had: do this share here, or its bands never finish
+                _transpose_bands(data, out, bands, i, workers)
     else:
-        array = transpose_to_width_major(data, out)
-    rank = 3 if array.ndim == 3 else 2
-    planes = int(array.shape[2]) if rank == 3 else 0
+        transpose_to_width_major(data, out)
     return PreparedImage(
         seq=seq,
-        array=array,
+        array=out,
         rank=rank,
-        width=int(array.shape[0]),
-        height=int(array.shape[1]),
+        width=int(out.shape[0]),
+        height=int(out.shape[1]),
         planes=planes,
         transmission_type=transmission,
+        bands=bands,
+        band_rows=BAND if bands else 0,
     )
 
 
@@ -207,7 +264,38 @@ def json_prefix(image: PreparedImage) -> bytes:
 
 def json_value(image: PreparedImage) -> bytes:
     """The ``Value`` text ``[[...],[...]]`` (width outermost), encoded by orjson from the numpy buffer."""
+    image.wait()
     return orjson.dumps(image.array, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# Values per orjson call when the JSON is made in parts: 1-2 ms of encoding each. orjson holds the
+# GIL for a whole call, so one call for a 61 MP frame (350 ms) stalled every poll for that long.
+JSON_PART_VALUES = 1 << 18
+
+
+def json_value_parts(image: PreparedImage) -> list[bytes | memoryview]:
+    """The same text as :func:`json_value`, as parts whose concatenation is that text (no joins).
+
+    Each part is one orjson call on a slice of the prepared array (``[[a],[b]]`` minus its outer
+    brackets). After each call the GIL is handed over (``time.sleep(0)``): a thread that merely stops
+    holding it keeps winning it back, and the event loop would wait the 5 ms switch interval for every
+    reacquisition (several per poll). Waits for the transpose first.
+    """
+    image.wait()
+    arr = image.array
+    per_row = max(1, arr[0].size) if arr.shape[0] else 1
+    step = max(1, JSON_PART_VALUES // per_row)
+    if arr.shape[0] <= step:
+        return [orjson.dumps(arr, option=orjson.OPT_SERIALIZE_NUMPY)]
+    parts: list[bytes | memoryview] = [b"["]
+    for x0 in range(0, arr.shape[0], step):
+        text = orjson.dumps(arr[x0:x0 + step], option=orjson.OPT_SERIALIZE_NUMPY)
+        if x0:
+            parts.append(b",")
+        parts.append(memoryview(text)[1:-1])
+        time.sleep(0)
+    parts.append(b"]")
+    return parts
 
 
 def decode_imagebytes(body: bytes) -> tuple[dict[str, int], np.ndarray | str]:

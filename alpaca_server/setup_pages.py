@@ -1,190 +1,389 @@
-"""Browser pages: ``/setup`` (the server and its cameras) and ``/setup/v1/camera/{n}/setup``.
+"""The web control page: ``/setup`` (the server and its cameras) and ``/setup/v1/camera/{n}/setup``.
 
-The per-camera page shows the camera's state and a form for the persisted defaults (gain, offset,
-readout mode, binning, USB bandwidth, high-speed mode, cooler set point). Saving writes the config
-file and applies the values to the camera at once (the core stores them while disconnected and
-applies them at the next connect). Plain server-rendered HTML: no scripts, no external assets.
+Plain HTML/CSS/JS served by the server (``alpaca_server/static/``), no build step. The HTML is a
+skeleton rendered here; the script polls ``status.json`` about once a second and drives the camera
+through small JSON endpoints (all under ``/setup/v1/camera/{n}/``):
+
+=========================  ====================================================================
+``GET status.json``        state, exposure progress, temperatures, cooler, off-peak, settings,
+                           schedule, counters, camera facts and a fresh CSRF token
+``GET preview.png``        the last frame, stretched, debayered, ~800 px wide (``preview.py``)
+``POST action/connect``    ``begin_connect()``;  ``action/disconnect``: ``begin_disconnect()``
+``POST action/expose``     ``{"duration": s}``: ``start_exposure()``; ``action/abort``
+``POST action/capture``    ``{"exposure": s, "mode": "exposure"|"video"}``: ``start_capture()``
+``POST action/stop``       ``stop_capture()``
+``POST action/settings``   gain, offset, binning, ROI, readout mode, USB, cooler: ``configure()``,
+                           then saved to the config file as the camera's defaults
+``POST action/schedule``   ``{"window": "HH:MM-HH:MM" | ""}``: ``set_schedule()``, saved too
+=========================  ====================================================================
+
+Every camera call goes through the public ``ZWOCamera`` API, in the SDK thread pool (only
+``status()`` is read on the event loop). Errors come back as ``{"ok": false, "error": "<the core's
+message>"}``, never as a traceback. POSTs need the page's CSRF token (``security.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from . import preview, security
 from .app import CTX_KEY, ServerContext
-from .camera_api import READOUT_MODES, CameraDevice, ascom_camera_state
+from .camera_api import READOUT_MODES, CameraDevice, ascom_camera_state, run_blocking
 from .config import DEFAULT_FIELDS
+from .protocol import AlpacaError
 
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATE_NAMES = {0: "Idle", 1: "Waiting", 2: "Exposing", 3: "Reading", 4: "Download", 5: "Error"}
-_STYLE = (
-    "body{font-family:sans-serif;margin:1.5em;max-width:60em;color:#222}"
-    "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.3em .6em;text-align:left}"
-    "th{background:#eee}.err{color:#a00}.ok{color:#060}label{display:inline-block;min-width:14em}"
-    "form p{margin:.4em 0}"
-)
+CAPTURE_MODES = ("exposure", "video")
+LOCATION_MAX = 100
 
 
-def _page(title: str, body: str) -> str:
+# ------------------------------------------------------------------------------------ page state
+
+
+@dataclass
+class PageState:
+    """What the page keeps per camera: its preview cache and the last continuous-capture request."""
+
+    preview: preview.PreviewCache
+    capture: dict[str, Any] = field(default_factory=dict)
+
+
+PAGES_KEY: web.AppKey[dict] = web.AppKey("zwo_alpaca_pages", dict)
+
+
+def _page_state(request: web.Request, dev: CameraDevice) -> PageState:
+    pages = request.app[PAGES_KEY]
+    state = pages.get(dev.number)
+    if state is None:
+        state = PageState(preview.PreviewCache(dev.cam.last_frame))
+        pages[dev.number] = state
+    return state
+
+
+# ------------------------------------------------------------------------------------ HTML helpers
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _csrf(request: web.Request) -> str:
+    sec = security.security_of(request)
+    return sec.csrf_token(security.request_user(request)) if sec is not None else ""
+
+
+def _page(request: web.Request, title: str, body: str, *, script: str = "", body_attrs: str = "") -> str:
+    ctx = request.app[CTX_KEY]
+    version = _e(ctx.version)
+    user = security.request_user(request)
+    sec = security.security_of(request)
+    if user:
+        auth = f"signed in as <b>{_e(user)}</b>"
+    elif sec is not None and sec.enabled:
+        auth = "authentication on"
+    else:
+        auth = "no authentication (see <code>zwo-alpaca passwd</code>)"
+    js = f"<script src='/setup/static/{script}?v={version}' defer></script>" if script else ""
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta name='color-scheme' content='dark'>"
+        f"<meta name='csrf-token' content='{_e(_csrf(request))}'>"
+        f"<title>{_e(title)}</title><link rel='icon' href='data:,'>"
+        f"<link rel='stylesheet' href='/setup/static/style.css?v={version}'>{js}</head>"
+        f"<body{body_attrs}>{body}"
+        f"<footer>{_e(ctx.server_name)} {version} &middot; {auth} &middot; "
+        "<button type='button' class='link' id='night' aria-pressed='false'>night mode</button></footer>"
+        "<script src='/setup/static/common.js?v=" + version + "'></script>"
+        "</body></html>"
     )
 
 
 def _html(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="text/html")
+    return web.Response(text=text, status=status, content_type="text/html",
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                 "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                 "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"})
 
 
-def _camera_row(dev: CameraDevice) -> str:
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(value, separators=(",", ":")), status=status,
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _state_label(st: Any) -> str:
+    """A short, human label for a camera's state (what the badge shows)."""
+    name = str(getattr(st.state, "value", st.state))
+    if not st.connected:
+        return "Connecting" if st.connecting else "Disconnected"
+    if name == "off_peak":
+        return f"Off-peak until {st.off_peak_until}" if st.off_peak_until else "Off-peak"
+    if ascom_camera_state(st) == 5:
+        return "Error (reconnecting)"
+    return {"connecting": "Connecting", "idle": "Idle", "exposing": "Exposing", "reading": "Reading out",
+            "image_ready": "Image ready", "capturing": "Capturing", "disconnecting": "Disconnecting",
+            "error": "Error (reconnecting)"}.get(name, name)
+
+
+# ------------------------------------------------------------------------------------ /setup
+
+
+def _camera_card(dev: CameraDevice) -> str:
     st = dev.status()
-    state = _STATE_NAMES.get(ascom_camera_state(st), "?") if st.connected else "Not connected"
-    text = getattr(st, "status_text", "") or ""
-    temp = f"{st.ccd_temperature:.1f} °C" if st.ccd_temperature is not None else "-"
+    temp = f"Sensor {st.ccd_temperature:.1f} °C" if st.ccd_temperature is not None else ""
     link = f"/setup/v1/camera/{dev.number}/setup"
     return (
-        f"<tr><td>{dev.number}</td><td><a href='{link}'>{html.escape(dev.name)}</a></td>"
-        f"<td>{html.escape(state)}</td><td>{html.escape(text)}</td><td>{temp}</td>"
-        f"<td><code>{html.escape(dev.unique_id)}</code></td></tr>"
+        f"<li><a class='camera' href='{link}' data-number='{dev.number}'>"
+        f"<span class='num'>#{dev.number}</span><span class='cname'>{_e(dev.name)}</span>"
+        f"<span class='line'><span class='badge' data-state>{_e(_state_label(st))}</span>"
+        f"<span class='muted small' data-temp>{_e(temp)}</span></span>"
+        f"<span class='muted small uid'>UniqueID {_e(dev.unique_id)}</span></a></li>"
     )
 
 
 async def setup_index(request: web.Request) -> web.Response:
-    """``GET /setup``: server identity, cameras with state, and the server-wide settings form."""
+    """``GET /setup``: the cameras with their connection state, and the server-wide settings."""
     ctx = request.app[CTX_KEY]
-    rows = "".join(_camera_row(dev) for _, dev in sorted(ctx.devices.items()))
-    note = ""
-    if request.query.get("saved"):
-        note = "<p class='ok'>Saved.</p>"
+    cards = "".join(_camera_card(dev) for _, dev in sorted(ctx.devices.items())) or "<li>No camera found.</li>"
+    note = "<p class='ok'>Saved.</p>" if request.query.get("saved") else ""
     body = (
-        f"<p>{html.escape(ctx.server_name)} {html.escape(ctx.version)} &mdash; ASCOM Alpaca camera server for "
-        f"ZWO ASI cameras ({html.escape(ctx.manufacturer)}).</p>"
-        "<h2>Cameras</h2><table><tr><th>Device</th><th>Name</th><th>State</th><th>Status</th>"
-        f"<th>Sensor</th><th>UniqueID</th></tr>{rows}</table>"
-        "<h2>Server</h2>"
+        f"<header><h1>{_e(ctx.server_name)}</h1></header><main class='narrow'>"
+        f"<p class='muted'>ASCOM Alpaca camera server for ZWO ASI cameras ({_e(ctx.manufacturer)}). "
+        "Clients connect to this address, port "
+        f"<b>{_e(ctx.http_port or request.url.port or '')}</b>; pick a camera to control it here.</p>"
+        f"<section class='card'><h2>Cameras</h2><ul class='cameras' id='cameras'>{cards}</ul></section>"
+        "<section class='card'><h2>Server</h2>"
         f"{note}<form method='post' action='/setup'>"
-        "<p><label for='location'>Location</label>"
-        f"<input id='location' name='location' value='{html.escape(ctx.location, quote=True)}' maxlength='100'></p>"
-        "<p><button type='submit'>Save</button></p></form>"
-        "<p>The listening address and port are set on the command line (<code>zwo-alpaca serve --bind --port</code>).</p>"
+        f"<input type='hidden' name='{security.CSRF_FIELD}' value='{_e(_csrf(request))}'>"
+        "<div class='field'><label for='location'>Location (shown to Alpaca clients)</label></div>"
+        f"<div class='row'><input id='location' name='location' value='{_e(ctx.location)}' "
+        f"maxlength='{LOCATION_MAX}'><button type='submit'>Save</button></div></form>"
+        "<p class='muted small'>The listening address and port are set on the command line "
+        "(<code>zwo-alpaca serve --bind ADDR --port N</code>); users for HTTP authentication with "
+        "<code>zwo-alpaca passwd USER</code>.</p></section></main>"
     )
-    return _html(_page(f"{ctx.server_name} setup", body))
+    return _html(_page(request, f"{ctx.server_name} setup", body, script="index.js"))
 
 
 async def setup_index_post(request: web.Request) -> web.Response:
     """``POST /setup``: save the server location."""
     ctx = request.app[CTX_KEY]
-    form = await request.post()
-    location = str(form.get("location", "") or "")[:100]
+    form = await security.read_body(request)
+    location = str(form.get("location", "") or "")[:LOCATION_MAX]
     if ctx.config is not None:
         ctx.config.set_server_value("location", location)
-        ctx.config.save()
+        await asyncio.get_running_loop().run_in_executor(ctx.sdk_pool, _save_config, request, ctx)
     raise web.HTTPSeeOther("/setup?saved=1")
 
 
+async def cameras_json(request: web.Request) -> web.Response:
+    """``GET /setup/cameras.json``: every camera's state (for the /setup list)."""
+    ctx = request.app[CTX_KEY]
+    out = []
+    for _, dev in sorted(ctx.devices.items()):
+        st = dev.status()
+        out.append({"number": dev.number, "name": dev.name, "connected": bool(st.connected),
+                    "connecting": bool(st.connecting), "state": _state_label(st),
+                    "ccd_temperature": st.ccd_temperature})
+    return _json({"cameras": out})
+
+
+# ------------------------------------------------------------------------------------ camera page
+
+
 def _device_or_403(ctx: ServerContext, request: web.Request) -> CameraDevice:
-    dtype = request.match_info.get("device_type", "")
+    dtype = request.match_info.get("device_type", "camera")
     num = request.match_info.get("device_number", "")
     dev = ctx.devices.get(int(num)) if dtype == "camera" and num.isdigit() and len(num) < 11 else None
     if dev is None:
         # The management spec answers 403 for a setup URL naming an unsupported device.
-        page = _page("Unknown device", f"<p class='err'>There is no device {html.escape(dtype)}/{html.escape(num)} here. "
-                     "See <a href='/setup'>/setup</a>.</p>")
-        raise web.HTTPForbidden(text=page, content_type="text/html")
+        text = (f"<!DOCTYPE html><html><body><h1>Unknown device</h1><p>There is no device {_e(dtype)}/{_e(num)} "
+                "here. See <a href='/setup'>/setup</a>.</p></body></html>")
+        raise web.HTTPForbidden(text=text, content_type="text/html")
     return dev
 
 
-def _field_input(name: str, value: Any, kind: type, hint: str) -> str:
-    shown = "" if value is None else str(value)
-    if kind is bool:
-        checked = " checked" if value else ""
-        return (
-            f"<p><label for='{name}'>{name}</label><input type='checkbox' id='{name}' name='{name}' value='true'{checked}>"
-            f" <small>{html.escape(hint)}</small></p>"
-        )
-    if name == "readout_mode":
-        opts = "".join(
-            f"<option value='{m}'{' selected' if m == value else ''}>{m}</option>" for m in ("",) + READOUT_MODES
-        )
-        return f"<p><label for='{name}'>{name}</label><select id='{name}' name='{name}'>{opts}</select> <small>{html.escape(hint)}</small></p>"
-    return (
-        f"<p><label for='{name}'>{name}</label><input id='{name}' name='{name}' value='{html.escape(shown, quote=True)}'>"
-        f" <small>{html.escape(hint)}</small></p>"
-    )
-
-
-def _hints(dev: CameraDevice) -> dict[str, str]:
+def _facts(dev: CameraDevice) -> list[tuple[str, str]]:
     info = dev.cam.info
-    controls = (info.controls or {}) if info is not None else {}
-    out: dict[str, str] = {}
-    for name, ctl_name in (("gain", "Gain"), ("offset", "Offset"), ("usb_bandwidth", "BandWidth"), ("target_temperature", "TargetTemp")):
-        ctl = controls.get(ctl_name)
-        out[name] = f"{ctl.min} to {ctl.max} (SDK default {ctl.default})" if ctl is not None else "blank = SDK default"
-    bins = ", ".join(map(str, info.supported_bins)) if info is not None else "1"
-    out["bin"] = f"one of {bins}"
-    out["readout_mode"] = "image type of new exposures"
-    out["high_speed"] = "ZWO high-speed readout (FastReadout)"
-    return out
-
-
-def _camera_page(ctx: ServerContext, dev: CameraDevice, *, message: str = "", error: str = "",
-                 values: dict[str, Any] | None = None) -> str:
-    st = dev.status()
-    info = dev.cam.info
-    defaults = values if values is not None else (ctx.config.defaults(dev.key) if ctx.config else {})
-    hints = _hints(dev)
-    facts = [
-        ("Device number", str(dev.number)),
-        ("UniqueID", dev.unique_id),
-        ("Connected", "yes" if st.connected else "no"),
-        ("State", _STATE_NAMES.get(ascom_camera_state(st), "?") if st.connected else "Not connected"),
-        ("Status", getattr(st, "status_text", "") or ""),
-        ("Sensor temperature", f"{st.ccd_temperature:.1f} °C" if st.ccd_temperature is not None else "-"),
-    ]
+    facts = [("Device number", str(dev.number)), ("UniqueID", dev.unique_id)]
     if info is not None:
-        facts += [
-            ("Model", info.model),
-            ("Serial", info.serial or "-"),
-            ("Sensor", f"{info.max_width} x {info.max_height}, {info.pixel_size_um:g} µm, {info.bit_depth}-bit, "
-                       f"{'colour ' + (info.bayer_pattern or '') if info.is_color else 'mono'}"),
-            ("Cooler", "yes" if info.has_cooler else "no"),
-            ("ST4 guide port", "yes" if info.has_st4 else "no"),
-        ]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
-    fields = "".join(
-        _field_input(name, defaults.get(name), kind, hints.get(name, ""))
-        for name, kind in DEFAULT_FIELDS.items()
-        if not (name == "target_temperature" and info is not None and not info.has_cooler)
+        sensor = (f"{info.max_width} × {info.max_height}, {info.pixel_size_um:g} µm, {info.bit_depth}-bit, "
+                  + (f"colour ({info.bayer_pattern or '?'})" if info.is_color else "mono"))
+        facts += [("Model", info.model), ("Serial", info.serial or "-"), ("Sensor", sensor),
+                  ("Cooler", "yes" if info.has_cooler else "no"), ("ST4 guide port", "yes" if info.has_st4 else "no"),
+                  ("USB", "3" if info.usb3 else "2")]
+    return facts
+
+
+def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", error: str = "") -> str:
+    info = dev.cam.info
+    cooler = bool(info is not None and info.has_cooler)
+    facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _facts(dev))
+    notes = (f"<div class='msg ok' role='status'>{_e(message)}</div>" if message else "") + (
+        f"<div class='msg err' role='alert'>{_e(error)}</div>" if error else "")
+    bins = info.supported_bins if info is not None else (1,)
+    bin_opts = "".join(f"<option value='{b}'>{b}×{b}</option>" for b in bins)
+    types = tuple(info.image_types) if info is not None else READOUT_MODES
+    mode_opts = "".join(f"<option value='{m}'>{m}</option>" for m in READOUT_MODES if m in types)
+    cooler_fields = (
+        "<div class='field check'><label><input type='checkbox' name='cooler_on' id='f-cooler_on'> Cooler on</label></div>"
+        "<div class='field'><label for='f-target_temperature'>Cooler target °C</label>"
+        "<input id='f-target_temperature' name='target_temperature' type='number' step='0.5' inputmode='decimal' placeholder='e.g. -10'></div>"
+        if cooler else ""
     )
-    notes = (f"<p class='ok'>{html.escape(message)}</p>" if message else "") + (
-        f"<p class='err'>{html.escape(error)}</p>" if error else ""
-    )
-    body = (
-        f"<p><a href='/setup'>&larr; all cameras</a></p><table>{rows}</table>"
-        "<h2>Defaults</h2><p>Applied when the server starts and when saved here; clients can still change them.</p>"
-        f"{notes}<form method='post'>{fields}<p><button type='submit'>Save</button></p></form>"
-    )
-    return _page(dev.name, body)
+    return f"""
+<header><a class='back' href='/setup' aria-label='all cameras'>&larr;</a><h1 id='title'>{_e(dev.name)}</h1>
+<span class='badge' id='badge'>…</span></header>
+<div id='msg' class='msg err' role='alert' hidden><span id='msg-text'></span>
+<button type='button' class='link' id='msg-close' aria-label='dismiss'>×</button></div>
+{notes}
+<main id='cam' class='grid' data-number='{dev.number}' data-cooler='{int(cooler)}'>
+<div class='col col-b'>
+<section class='card' id='conn'>
+  <h2>Connection</h2>
+  <p><span id='conn-state' class='big'>…</span> <span id='status-text' class='muted'></span></p>
+  <p id='last-error' class='err small' hidden></p>
+  <div class='buttons'><button type='button' id='connect' class='primary'>Connect</button>
+  <button type='button' id='disconnect'>Disconnect</button></div>
+</section>
+<section class='card' id='capture'>
+  <h2>Capture</h2>
+  <div class='row2'>
+    <div class='field'><label for='exposure'>Exposure (s)</label>
+    <input id='exposure' type='number' min='0' step='any' value='1' inputmode='decimal'></div>
+    <div class='field'><label for='mode'>Loop mode</label>
+    <select id='mode'><option value='exposure'>exposures</option><option value='video'>video</option></select></div>
+  </div>
+  <div class='buttons'><button type='button' id='expose' class='primary'>Expose</button>
+  <button type='button' id='abort'>Abort</button></div>
+  <div class='buttons'><button type='button' id='start'>Start loop</button>
+  <button type='button' id='stop'>Stop loop</button></div>
+  <div class='progress' aria-hidden='true'><div id='bar'></div></div>
+</section>
+<section class='card' id='settings'>
+  <h2>Settings</h2>
+  <form id='settings-form' autocomplete='off' novalidate>
+  <div class='row2'>
+    <div class='field'><label for='f-gain'>Gain <span class='muted small' id='r-gain'></span></label>
+    <input id='f-gain' name='gain' type='number' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-offset'>Offset <span class='muted small' id='r-offset'></span></label>
+    <input id='f-offset' name='offset' type='number' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-bin'>Binning</label><select id='f-bin' name='bin'>{bin_opts}</select></div>
+    <div class='field'><label for='f-readout_mode'>Readout mode</label>
+    <select id='f-readout_mode' name='readout_mode'>{mode_opts}</select></div>
+  </div>
+  <fieldset><legend>Region of interest <span class='muted small' id='r-roi'></span></legend>
+  <div class='row4'>
+    <div class='field'><label for='f-start_x'>Start X</label><input id='f-start_x' name='start_x' type='number' min='0' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-start_y'>Start Y</label><input id='f-start_y' name='start_y' type='number' min='0' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-width'>Width</label><input id='f-width' name='width' type='number' min='1' step='1' placeholder='full' inputmode='numeric'></div>
+    <div class='field'><label for='f-height'>Height</label><input id='f-height' name='height' type='number' min='1' step='1' placeholder='full' inputmode='numeric'></div>
+  </div>
+  <button type='button' id='full-frame' class='small-btn'>Full frame</button></fieldset>
+  <div class='row2'>
+    <div class='field'><label for='f-usb_bandwidth'>USB bandwidth <span class='muted small' id='r-usb'></span></label>
+    <input id='f-usb_bandwidth' name='usb_bandwidth' type='number' step='1' inputmode='numeric'></div>
+    <div class='field check'><label><input type='checkbox' name='high_speed' id='f-high_speed'> High-speed readout</label></div>
+    {cooler_fields}
+  </div>
+  <div class='buttons'><button type='submit' class='primary' id='apply'>Apply &amp; save</button>
+  <button type='button' id='revert'>Revert</button></div>
+  <p class='muted small'>Applied to the camera now and saved in the config file as its defaults for the next start.
+  Alpaca/INDI clients may still change them.</p>
+  </form>
+</section>
+<section class='card' id='schedule'>
+  <h2>Capture schedule</h2>
+  <form id='schedule-form' autocomplete='off' novalidate>
+  <div class='field'><label for='f-schedule'>Daily window (local time)</label>
+  <input id='f-schedule' name='window' placeholder='20:00-06:00' pattern='\\s*\\d{{1,2}}:\\d{{2}}\\s*-\\s*\\d{{1,2}}:\\d{{2}}\\s*'></div>
+  <div class='buttons'><button type='submit' class='primary' id='schedule-save'>Save</button>
+  <button type='button' id='schedule-clear'>Clear</button></div>
+  <p class='muted small' id='schedule-now'></p>
+  <p class='muted small'>Outside the window the camera is released (another program may use it) and
+  continuous capture resumes at the window's start.</p>
+  </form>
+</section>
+</div>
+<div class='col col-a'>
+<section class='card' id='preview-card'>
+  <h2>Last image <span id='preview-info' class='muted small'></span></h2>
+  <div class='preview-box'><img id='preview' alt='preview of the last image' data-seq='0' hidden>
+  <p id='preview-empty' class='muted'>No image yet: connect and expose.</p></div>
+</section>
+<section class='card' id='status'>
+  <h2>Status</h2>
+  <dl class='facts'>
+  <dt>Camera state</dt><dd id='s-state'>-</dd>
+  <dt>Exposure</dt><dd id='s-progress'>-</dd>
+  <dt>Sensor temperature</dt><dd id='s-temp'>-</dd>
+  <dt>Cooler</dt><dd id='s-cooler'>-</dd>
+  <dt>Off-peak</dt><dd id='s-offpeak'>-</dd>
+  <dt>Last exposure</dt><dd id='s-last'>-</dd>
+  </dl>
+</section>
+<section class='card' id='counters'>
+  <h2>Counters</h2>
+  <table class='counters'><tbody id='counters-body'><tr><td class='muted'>-</td></tr></tbody></table>
+</section>
+<section class='card' id='about'>
+  <h2>Camera</h2><table class='facts-table'>{facts}</table>
+  <p class='muted small'>Alpaca: <code>/api/v1/camera/{dev.number}/</code></p>
+</section>
+</div>
+</main>
+<noscript><p class='msg err'>This page needs JavaScript.</p></noscript>
+"""
 
 
 async def setup_device(request: web.Request) -> web.Response:
-    """``GET /setup/v1/{device_type}/{device_number}/setup``."""
+    """``GET /setup/v1/{device_type}/{device_number}/setup``: the camera's control page."""
     ctx = request.app[CTX_KEY]
     dev = _device_or_403(ctx, request)
-    return _html(_camera_page(ctx, dev, message="Saved." if request.query.get("saved") else ""))
+    body = _camera_body(ctx, dev, message="Saved." if request.query.get("saved") else "")
+    return _html(_page(request, dev.name, body, script="camera.js"))
 
 
-def parse_defaults_form(form: Any) -> dict[str, Any]:
-    """Validate the defaults form; raises ValueError with a readable message."""
+# ------------------------------------------------------------------------------------ defaults
+
+
+def _save_config(request: web.Request, ctx: ServerContext) -> None:
+    """Write the config file (blocking; call in a worker thread). Users changed by
+    ``zwo-alpaca passwd`` since the last look are picked up first, so this save keeps them."""
+    if ctx.config is None:
+        return
+    sec = security.security_of(request)
+    if sec is not None:
+        sec.refresh(force=True)
+    ctx.config.save()
+
+
+def parse_defaults_form(form: Any, names: Any = None) -> dict[str, Any]:
+    """Validate the fields of the defaults form that are present; raises ValueError with a readable message.
+
+    Blank means "the camera's default" (None). Booleans accept true/on/1 and false/off/0.
+    """
     out: dict[str, Any] = {}
     for name, kind in DEFAULT_FIELDS.items():
+        if names is not None and name not in names:
+            continue
+        if name not in form:
+            continue
         raw = form.get(name)
         if kind is bool:
-            out[name] = str(raw).lower() in ("true", "on", "1") if raw is not None else False
+            if isinstance(raw, bool):
+                out[name] = raw
+            else:
+                out[name] = str(raw).strip().lower() in ("true", "on", "1", "yes")
             continue
         text = str(raw).strip() if raw is not None else ""
         if text == "":
@@ -192,33 +391,66 @@ def parse_defaults_form(form: Any) -> dict[str, Any]:
             continue
         try:
             if kind is int:
+                if isinstance(raw, bool):
+                    raise ValueError
                 out[name] = int(text)
             elif kind is float:
                 if "," in text:
                     raise ValueError
-                out[name] = float(text)
+                value = float(text)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError
+                out[name] = value
             else:
                 if name == "readout_mode" and text not in READOUT_MODES:
                     raise ValueError
+                if name == "schedule":
+                    _parse_window(text)
                 out[name] = text
         except ValueError:
-            raise ValueError(f"{name}: {text!r} is not a valid {kind.__name__}") from None
+            what = {int: "whole number", float: "number"}.get(kind, "valid value")
+            if name == "readout_mode":
+                what = f"readout mode ({', '.join(READOUT_MODES)})"
+            if name == "schedule":
+                what = "window like 20:00-06:00"
+            raise ValueError(f"{name}: {text!r} is not a {what}") from None
     return out
 
 
+def _parse_window(text: str) -> Any:
+    from driver import CaptureWindow  # noqa: PLC0415 - imported late: `zwo-alpaca --help` needs no driver
+    from driver.errors import CameraError  # noqa: PLC0415
+
+    try:
+        return CaptureWindow.parse(text.replace(" ", ""))
+    except CameraError as exc:
+        raise ValueError(exc.message) from None
+
+
+# config key -> ZWOCamera setting
+_SETTING_OF = {
+    "gain": "gain",
+    "offset": "offset",
+    "usb_bandwidth": "usb_bandwidth",
+    "readout_mode": "image_type",
+    "bin": "bin",
+    "high_speed": "high_speed",
+    "start_x": "start_x",
+    "start_y": "start_y",
+    "width": "width",
+    "height": "height",
+    "target_temperature": "target_temperature",
+    "cooler_on": "cooler_on",
+}
+
+
 def apply_defaults(dev: CameraDevice, values: dict[str, Any], log: logging.Logger) -> list[str]:
-    """Apply persisted defaults to a camera via the core; returns human-readable problems (if any)."""
-    mapping = {
-        "gain": "gain",
-        "offset": "offset",
-        "usb_bandwidth": "usb_bandwidth",
-        "readout_mode": "image_type",
-        "bin": "bin",
-        "high_speed": "high_speed",
-        "target_temperature": "target_temperature",
-    }
+    """Apply persisted defaults to a camera via the core, one by one; returns readable problems (if any).
+
+    Used at start-up (``serve``) and by the legacy form post. ``None`` values are skipped.
+    """
     problems: list[str] = []
-    for name, setting in mapping.items():
+    for name, setting in _SETTING_OF.items():
         if name not in values or values[name] is None:
             continue
         try:
@@ -227,26 +459,325 @@ def apply_defaults(dev: CameraDevice, values: dict[str, Any], log: logging.Logge
             message = getattr(exc, "message", None) or str(exc)
             problems.append(f"{name}: {message}")
             log.warning("camera %d: default %s=%r not applied: %s", dev.number, name, values[name], message)
+    window = values.get("schedule")
+    if window:
+        try:
+            dev.cam.set_schedule(_parse_window(window))
+        except Exception as exc:  # noqa: BLE001
+            message = getattr(exc, "message", None) or str(exc)
+            problems.append(f"schedule: {message}")
+            log.warning("camera %d: schedule %r not applied: %s", dev.number, window, message)
     return problems
 
 
+def _persist(request: web.Request, ctx: ServerContext, dev: CameraDevice, changes: dict[str, Any]) -> None:
+    """Merge ``changes`` into the camera's saved defaults (None removes a key) and write the file."""
+    if ctx.config is None:
+        return
+    merged = ctx.config.defaults(dev.key)
+    merged.update(changes)
+    ctx.config.set_defaults(dev.key, merged)
+    _save_config(request, ctx)
+
+
 async def setup_device_post(request: web.Request) -> web.Response:
-    """``POST /setup/v1/camera/{n}/setup``: validate, persist and apply the defaults."""
+    """``POST /setup/v1/camera/{n}/setup`` (form): validate, apply and save the defaults it carries."""
     ctx = request.app[CTX_KEY]
     dev = _device_or_403(ctx, request)
-    form = await request.post()
+    form = await security.read_body(request)
     try:
         values = parse_defaults_form(form)
     except ValueError as exc:
-        return _html(_camera_page(ctx, dev, error=str(exc), values={k: form.get(k) for k in DEFAULT_FIELDS}), 400)
-    # configure() may touch the SDK: never on the event loop.
-    problems = await asyncio.get_running_loop().run_in_executor(ctx.sdk_pool, apply_defaults, dev, values, ctx.log)
+        return _html(_page(request, dev.name, _camera_body(ctx, dev, error=str(exc)), script="camera.js"), 400)
+    loop = asyncio.get_running_loop()
+    problems = await loop.run_in_executor(ctx.sdk_pool, apply_defaults, dev, values, ctx.log)
     if problems:
-        return _html(_camera_page(ctx, dev, error="Not saved: " + "; ".join(problems), values=values), 400)
-    if ctx.config is not None:
-        ctx.config.set_defaults(dev.key, values)
-        ctx.config.save()
+        text = "Not saved: " + "; ".join(problems)
+        return _html(_page(request, dev.name, _camera_body(ctx, dev, error=text), script="camera.js"), 400)
+    await loop.run_in_executor(ctx.sdk_pool, _persist, request, ctx, dev, values)
     raise web.HTTPSeeOther(f"/setup/v1/camera/{dev.number}/setup?saved=1")
+
+
+# ------------------------------------------------------------------------------------ JSON API
+
+
+def _iso(when: Any) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when is not None else None
+
+
+def _status_json(dev: CameraDevice, st: Any) -> dict[str, Any]:
+    return {
+        "state": str(getattr(st.state, "value", st.state)),
+        "label": _state_label(st),
+        "ascom_state": _STATE_NAMES.get(ascom_camera_state(st), "?"),
+        "connected": bool(st.connected),
+        "connecting": bool(st.connecting),
+        "image_ready": bool(st.image_ready),
+        "percent": int(st.percent_completed),
+        "status_text": st.status_text,
+        "error": st.error,
+        "ccd_temperature": st.ccd_temperature,
+        "cooler_on": st.cooler_on,
+        "cooler_power": st.cooler_power,
+        "target_temperature": st.target_temperature,
+        "capturing": bool(st.capturing),
+        "off_peak_until": st.off_peak_until,
+        "frame_seq": int(st.frame_seq),
+        "last_exposure_duration": st.last_exposure_duration,
+        "last_exposure_start": _iso(st.last_exposure_start),
+    }
+
+
+def _range(controls: dict[str, Any], *names: str) -> dict[str, Any] | None:
+    for name in names:
+        ctl = controls.get(name)
+        if ctl is not None:
+            return {"min": ctl.min, "max": ctl.max, "default": ctl.default}
+    return None
+
+
+def _info_json(dev: CameraDevice) -> dict[str, Any]:
+    info = dev.cam.info
+    if info is None:
+        return {}
+    controls = info.controls or {}
+    target = _range(controls, "TargetTemp")
+    return {
+        "model": info.model, "max_width": info.max_width, "max_height": info.max_height,
+        "is_color": bool(info.is_color), "bayer_pattern": info.bayer_pattern, "has_cooler": bool(info.has_cooler),
+        "supported_bins": list(info.supported_bins),
+        "readout_modes": [m for m in READOUT_MODES if m in tuple(info.image_types)] or ["RAW16"],
+        "exposure_min": info.exposure_min_s, "exposure_max": info.exposure_max_s,
+        "gain": _range(controls, "Gain"), "offset": _range(controls, "Offset", "Brightness"),
+        "usb_bandwidth": _range(controls, "BandWidth"), "target_temperature": target,
+        "high_speed": "HighSpeedMode" in controls if controls else None,
+        "controls_known": info.controls is not None,
+    }
+
+
+def _settings_json(dev: CameraDevice) -> dict[str, Any]:
+    s = dev.cam.settings
+    info = dev.cam.info
+    controls = (info.controls or {}) if info is not None else {}
+
+    def value(v: Any, *names: str) -> Any:
+        if v is not None:
+            return v
+        r = _range(controls, *names)
+        return r["default"] if r else None
+
+    return {
+        "gain": value(s.gain, "Gain"), "offset": value(s.offset, "Offset", "Brightness"), "bin": s.bin,
+        "readout_mode": s.image_type, "start_x": s.start_x, "start_y": s.start_y, "width": s.width,
+        "height": s.height, "usb_bandwidth": value(s.usb_bandwidth, "BandWidth"), "high_speed": bool(s.high_speed),
+        "cooler_on": bool(s.cooler_on), "target_temperature": s.target_temperature,
+    }
+
+
+def _slow_status(dev: CameraDevice) -> dict[str, Any]:
+    """The parts of status.json that take the core's lock (settings, counters): in a worker thread."""
+    schedule = dev.cam.schedule
+    return {"settings": _settings_json(dev), "counters": dev.cam.counters(),
+            "schedule": str(schedule) if schedule is not None else "", "info": _info_json(dev)}
+
+
+async def status_json(request: web.Request) -> web.Response:
+    """``GET /setup/v1/camera/{n}/status.json``."""
+    ctx = request.app[CTX_KEY]
+    dev = _device_or_403(ctx, request)
+    st = dev.status()  # never waits
+    try:
+        slow = await run_blocking(ctx.sdk_pool, lambda: _slow_status(dev), min(ctx.call_timeout, 10.0))
+    except AlpacaError as exc:
+        slow = {"settings": None, "counters": None, "schedule": None, "info": None, "slow_error": exc.message}
+    page = _page_state(request, dev)
+    return _json({"number": dev.number, "name": dev.name, "status": _status_json(dev, st),
+                  "capture": page.capture or None, "csrf": _csrf(request), **slow})
+
+
+async def preview_png(request: web.Request) -> web.StreamResponse:
+    """``GET /setup/v1/camera/{n}/preview.png?seq=N&w=800``: the last frame as a stretched PNG."""
+    ctx = request.app[CTX_KEY]
+    dev = _device_or_403(ctx, request)
+    width = preview.clamp_width(request.query.get("w", preview.DEFAULT_WIDTH))
+    try:
+        seq = int(request.query.get("seq", "") or dev.status().frame_seq)
+    except ValueError:
+        seq = dev.status().frame_seq
+    cache = _page_state(request, dev).preview
+    try:
+        result = await asyncio.wait_for(asyncio.wrap_future(cache.get(seq, width)), 60.0)
+    except preview.PreviewBusy as exc:
+        return _json({"ok": False, "error": str(exc)}, 503)
+    except asyncio.TimeoutError:
+        return _json({"ok": False, "error": "the preview took too long to render"}, 503)
+    except Exception:  # noqa: BLE001 - a render failure must not become a stack trace
+        ctx.log.exception("camera %d: preview failed", dev.number)
+        return _json({"ok": False, "error": "the preview could not be rendered (details are in the server log)"}, 409)
+    if result is None:
+        return _json({"ok": False, "error": "no image yet: take an exposure first"}, 404)
+    headers = {"X-Frame-Seq": str(result.seq), "X-Preview-Size": f"{result.cols}x{result.rows}",
+               "X-Frame-Size": f"{result.frame_width}x{result.frame_height}",
+               "X-Frame-Duration": f"{result.duration:g}", "X-Frame-Type": result.image_type,
+               "Cache-Control": "private, max-age=86400" if "seq" in request.query and result.seq == seq else "no-store"}
+    return web.Response(body=result.png, content_type="image/png", headers=headers)
+
+
+class ActionError(Exception):
+    """A request the page can show as it is (bad input)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _number(body: dict[str, Any], name: str, *, low: float = 0.0) -> float:
+    raw = body.get(name)
+    try:
+        value = float(str(raw).strip())
+    except (TypeError, ValueError):
+        raise ActionError(f"{name}: {raw!r} is not a number of seconds") from None
+    if value != value or value < low or value in (float("inf"),):
+        raise ActionError(f"{name}: {raw!r} must be a number of seconds >= {low:g}")
+    return value
+
+
+def _settings_changes(dev: CameraDevice, body: dict[str, Any]) -> dict[str, Any]:
+    """Parse the settings form (no camera access): the config-key values to apply and persist."""
+    unknown = set(body) - (set(DEFAULT_FIELDS) - {"schedule"})
+    if unknown:
+        raise ActionError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    try:
+        values = parse_defaults_form(body)
+    except ValueError as exc:
+        raise ActionError(str(exc)) from None
+    info = dev.cam.info
+    if info is not None and not info.has_cooler:
+        values.pop("cooler_on", None)
+        values.pop("target_temperature", None)
+    for key in ("start_x", "start_y"):
+        if key in values and values[key] is None:
+            values[key] = 0
+    if "bin" in values and values["bin"] is None:
+        values["bin"] = 1
+    return values
+
+
+def _apply_settings(dev: CameraDevice, values: dict[str, Any]) -> None:
+    """Check the region against the sensor, then configure() every value at once (all or nothing).
+
+    Runs in a worker thread. Blank gain/offset/USB/target leave the camera's current value.
+    """
+    info = dev.cam.info
+    if info is not None:
+        current = dev.cam.settings
+        b = values.get("bin") or current.bin
+        max_w, max_h = info.max_width // max(1, b), info.max_height // max(1, b)
+        x = values.get("start_x", current.start_x) or 0
+        y = values.get("start_y", current.start_y) or 0
+        w = values.get("width", current.width) or max_w
+        h = values.get("height", current.height) or max_h
+        if x + w > max_w or y + h > max_h:
+            raise ActionError(f"the region {w}×{h} at ({x}, {y}) does not fit the {max_w}×{max_h} sensor at "
+                              f"binning {b}: start + size must be at most the sensor size (a blank width or "
+                              "height means the whole sensor)")
+    changes = {_SETTING_OF[k]: v for k, v in values.items()
+               if k in _SETTING_OF and not (v is None and k in ("gain", "offset", "usb_bandwidth", "target_temperature"))}
+    dev.cam.configure(**changes)
+
+
+def _on_frame(frame: Any) -> None:
+    """Continuous capture started from the page: frames only feed the preview (``last_frame()``)."""
+
+
+async def camera_action(request: web.Request) -> web.Response:
+    """``POST /setup/v1/camera/{n}/action/{name}`` (JSON body): one camera operation."""
+    ctx = request.app[CTX_KEY]
+    dev = _device_or_403(ctx, request)
+    name = request.match_info["action"]
+    body: dict[str, Any] = {}
+    if request.can_read_body:
+        try:
+            if request.content_type == "application/json":
+                parsed = await security.read_body(request, "json")
+            else:
+                parsed = dict(await security.read_body(request))
+        except (ValueError, UnicodeDecodeError):
+            return _json({"ok": False, "error": "the request body is not valid JSON"}, 400)
+        if not isinstance(parsed, dict):
+            return _json({"ok": False, "error": "the request body must be a JSON object"}, 400)
+        body = parsed
+    cam = dev.cam
+    page = _page_state(request, dev)
+    message = ""
+    try:
+        if name == "connect":
+            await run_blocking(ctx.sdk_pool, cam.begin_connect, ctx.call_timeout)
+            message = "Connecting…"
+        elif name == "disconnect":
+            await run_blocking(ctx.sdk_pool, cam.begin_disconnect, ctx.call_timeout)
+            message = "Disconnecting…"
+        elif name == "expose":
+            duration = _number(body, "duration")
+            await run_blocking(ctx.sdk_pool, lambda: cam.start_exposure(duration, True), ctx.call_timeout)
+            message = f"Exposing {duration:g} s"
+        elif name == "abort":
+            await run_blocking(ctx.sdk_pool, cam.abort_exposure, ctx.call_timeout)
+            message = "Exposure aborted"
+        elif name == "capture":
+            exposure = _number(body, "exposure")
+            mode = str(body.get("mode", "exposure"))
+            if mode not in CAPTURE_MODES:
+                raise ActionError(f"mode: {mode!r} is not one of {', '.join(CAPTURE_MODES)}")
+            await run_blocking(ctx.sdk_pool, lambda: cam.start_capture(_on_frame, exposure=exposure, mode=mode),
+                               ctx.call_timeout)
+            page.capture = {"exposure": exposure, "mode": mode}
+            message = f"Continuous capture started ({mode}, {exposure:g} s)"
+        elif name == "stop":
+            await run_blocking(ctx.sdk_pool, cam.stop_capture, ctx.call_timeout)
+            message = "Continuous capture stopped"
+        elif name == "settings":
+            values = _settings_changes(dev, body)
+            await run_blocking(ctx.sdk_pool, lambda: _apply_settings(dev, values), ctx.call_timeout)
+            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, values), ctx.call_timeout)
+            message = "Settings applied and saved"
+        elif name == "schedule":
+            text = str(body.get("window", "") or "").strip()
+            try:
+                window = _parse_window(text) if text else None
+            except ValueError as exc:
+                raise ActionError(str(exc)) from None
+            await run_blocking(ctx.sdk_pool, lambda: cam.set_schedule(window), ctx.call_timeout)
+            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, {"schedule": str(window) if window else None}),
+                               ctx.call_timeout)
+            message = f"Schedule set: capture {window}" if window else "Schedule cleared: no capture window"
+        else:
+            return _json({"ok": False, "error": f"unknown action {name!r}"}, 404)
+    except ActionError as exc:
+        return _json({"ok": False, "error": exc.message}, exc.status)
+    except Exception as exc:  # noqa: BLE001 - every failure is shown as a readable message
+        return _json({"ok": False, "error": _readable(ctx, dev, name, exc)}, _http_status(exc))
+    return _json({"ok": True, "message": message})
+
+
+def _readable(ctx: ServerContext, dev: CameraDevice, action: str, exc: BaseException) -> str:
+    """The core's (or the Alpaca layer's) message; anything unexpected only says where to look."""
+    from driver.errors import CameraError  # noqa: PLC0415
+
+    if isinstance(exc, (CameraError, AlpacaError)):
+        return exc.message
+    ctx.log.error("camera %d: page action %s failed", dev.number, action, exc_info=exc)
+    return f"{action} failed: internal error (details are in the server log)"
+
+
+def _http_status(exc: BaseException) -> int:
+    from driver.errors import InvalidValueError, NotSupportedError  # noqa: PLC0415
+
+    return 400 if isinstance(exc, (InvalidValueError, NotSupportedError)) else 409
+
+
+# ------------------------------------------------------------------------------------ routes
 
 
 async def root(request: web.Request) -> web.Response:
@@ -255,9 +786,15 @@ async def root(request: web.Request) -> web.Response:
 
 
 def add_setup_routes(app: web.Application) -> None:
-    """Register the browser pages on ``app``."""
+    """Register the browser pages, their JSON endpoints and static files on ``app``."""
+    app[PAGES_KEY] = {}
     app.router.add_get("/", root, allow_head=False)
     app.router.add_get("/setup", setup_index, allow_head=False)
     app.router.add_post("/setup", setup_index_post)
+    app.router.add_get("/setup/cameras.json", cameras_json, allow_head=False)
+    app.router.add_static("/setup/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
+    app.router.add_get("/setup/v1/camera/{device_number:[0-9]{1,10}}/status.json", status_json, allow_head=False)
+    app.router.add_get("/setup/v1/camera/{device_number:[0-9]{1,10}}/preview.png", preview_png, allow_head=False)
+    app.router.add_post("/setup/v1/camera/{device_number:[0-9]{1,10}}/action/{action:[a-z]{1,20}}", camera_action)
     app.router.add_get("/setup/v1/{device_type:[^/]*}/{device_number:[^/]*}/setup", setup_device, allow_head=False)
     app.router.add_post("/setup/v1/{device_type:[^/]*}/{device_number:[^/]*}/setup", setup_device_post)

@@ -591,6 +591,10 @@ class CameraDevice:
             raise
         finally:
             self._starting = False
+        if ticket.cancelled:
+            # It already ended without an image (failed at once, e.g. the camera was just unplugged,
+            # or aborted/disconnected) and that state was published: Busy now would never be cleared.
+            return
         vec["CCD_EXPOSURE_VALUE"].value = duration
         vec.state = BUSY
         self._set(vec)

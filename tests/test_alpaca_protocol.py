@@ -303,6 +303,12 @@ def alpaca_get_url(server: ServerProcess, path: str, **params: object) -> dict:
     return r.json()
 
 
+def _csrf(server: ServerProcess, path: str = "/setup") -> str:
+    """The CSRF token a setup page carries (its form posts must send it back)."""
+    page = requests.get(server.url(path), timeout=5).text
+    return re.search(r"name='csrf-token' content='([^']+)'", page).group(1)
+
+
 def test_setup_pages(srv: ServerProcess) -> None:
     r = requests.get(srv.url("/setup"), timeout=5)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
@@ -312,7 +318,7 @@ def test_setup_pages(srv: ServerProcess) -> None:
     assert requests.get(srv.url("/setup/v1/camera/7/setup"), timeout=5).status_code == 403
     assert requests.get(srv.url("/setup/v1/telescope/0/setup"), timeout=5).status_code == 403
     assert requests.get(srv.url("/setup/v1/camera/x/setup"), timeout=5).status_code == 403
-    r = requests.post(srv.url("/setup/v1/camera/1/setup"), data={"gain": "abc"}, timeout=5)
+    r = requests.post(srv.url("/setup/v1/camera/1/setup"), data={"gain": "abc", "csrf": _csrf(srv)}, timeout=5)
     assert r.status_code == 400 and "gain" in r.text
 
 
@@ -321,7 +327,8 @@ def test_setup_defaults_persist_and_apply(tmp_path) -> None:
     server = start_server(work)
     try:
         r = requests.post(server.url("/setup/v1/camera/1/setup"),
-                          data={"gain": "77", "offset": "12", "readout_mode": "RAW8", "bin": "2"}, timeout=5)
+                          data={"gain": "77", "offset": "12", "readout_mode": "RAW8", "bin": "2",
+                                "csrf": _csrf(server)}, timeout=5)
         assert r.status_code == 200  # after the redirect
         assert "Saved" in r.text
         stored = json.loads(server.config_path.read_text())
@@ -329,7 +336,7 @@ def test_setup_defaults_persist_and_apply(tmp_path) -> None:
         assert len(entries) == 1 and entries[0]["defaults"]["readout_mode"] == "RAW8"
         alpaca_put(server, 1, "connected", Connected=True)
         assert alpaca_get(server, 1, "gain")["Value"] == 77
-        r = requests.post(server.url("/setup"), data={"location": "Roof"}, timeout=5)
+        r = requests.post(server.url("/setup"), data={"location": "Roof", "csrf": _csrf(server)}, timeout=5)
         assert r.status_code == 200
         uids = [d["UniqueID"] for d in alpaca_get_url(server, "/management/v1/configureddevices")["Value"]]
     finally:
