@@ -271,8 +271,9 @@ class IndiClient:
         if tag == "setBLOBVector":
             self.blob_bytes += size
         with self.cond:
+            note = attrs.get("message", "").encode()
             self.events.append((tag, attrs.get("name", ""), attrs.get("state", ""),
-                                body if tag != "message" else attrs.get("message", "").encode()))
+                                note if tag == "message" else (note + b" | " if note else b"") + body))
             if len(self.events) > 5000:
                 del self.events[:4000]
             self.cond.notify_all()
@@ -514,7 +515,10 @@ class Soak:
                 mark = c.expose(duration)
                 ev = c.wait(lambda e: e[1] == "CCD_EXPOSURE" and e[2] in ("Ok", "Alert"), mark, duration + 20)
                 if ev is None:
-                    self.stats.error("unanswered:indi:CCD_EXPOSURE", f"no Ok/Alert within {duration + 20:.0f} s")
+                    trail = [(e[0][:6], e[1], e[2]) for e in c.events[max(0, mark - 3):][-25:]]
+                    self.stats.error("unanswered:indi:CCD_EXPOSURE",
+                                     f"no Ok/Alert within {duration + 20:.0f} s (at {time.strftime('%H:%M:%S')}); "
+                                     f"events: {trail}")
                     continue
                 self.stats.ok("indi")
                 if ev[2] == "Alert":
@@ -577,12 +581,18 @@ class Soak:
 
     def _cycle_indi(self, c: IndiClient) -> None:
         mark = c.switch("CONNECTION", "CONNECT")
-        if c.wait(lambda e: e[1] == "CONNECTION" and e[2] in ("Ok", "Alert"), mark, 15) is None:
+        ev = c.wait(lambda e: e[1] == "CONNECTION" and e[2] in ("Ok", "Alert"), mark, 15)
+        if ev is None:
             self.stats.error("unanswered:indi:CONNECT", "camera 2")
             return
         self.stats.ok("indi")
-        if c.wait(lambda e: e[0] == "defNumberVector" and e[1] == "CCD_EXPOSURE", 0, 5) is None:
-            self.stats.error("indi:no_properties", "camera 2: CCD_EXPOSURE never defined")
+        if ev[2] == "Alert":
+            self.stats.error("indi:connect_failed:cycle", f"camera 2: {ev[3][:300].decode(errors='replace')}")
+            return
+        # Camera 2 is disconnected between cycles, so its properties are defined anew after CONNECT.
+        if c.wait(lambda e: e[0] == "defNumberVector" and e[1] == "CCD_EXPOSURE", mark, 5) is None:
+            self.stats.error("indi:no_properties", "camera 2: CCD_EXPOSURE never defined after CONNECT")
+            return
         mark = c.expose(0.02)
         ev = c.wait(lambda e: e[1] == "CCD_EXPOSURE" and e[2] in ("Ok", "Alert"), mark, 15)
         if ev is None:
@@ -689,6 +699,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     hard_deadline = t_start + args.seconds + 180
     cycle_s = max(8.0, min(60.0, args.seconds / 8))
     with tempfile.TemporaryDirectory(prefix="zwo-soak-") as tmp:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="zwo-soak-kept-")
+            print(f"server files kept in {tmp}")
         server = Server(Path(tmp))
         soak = Soak(args, server)
         try:
@@ -828,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="seed of the random unplugs and client choices")
     p.add_argument("--json", default=str(REPO / "bench" / "results" / "soak.json"), help="where to write the result")
     p.add_argument("--quiet", action="store_true", help="no per-cycle lines")
+    p.add_argument("--keep", action="store_true", help="keep the server's log, config and lock directory")
     args = p.parse_args(argv)
     if args.seconds < 20:
         p.error("--seconds must be at least 20 (a warm-up cycle and two measured ones)")

@@ -511,18 +511,22 @@ class ZWOCamera:
 
     def _open_and_configure(self) -> None:
         """Find, open and initialise the camera, then apply settings (state must be CONNECTING)."""
-        index = self._find_index()
-        info = _sdk.camera_info(index, serial=self._info.serial if self._info else None)
-        with self._io, _sdk.in_use_lock():  # no serial probe may open/close it meanwhile (see sdk.claim)
+        # A replug between finding our camera and opening it renumbers the SDK's indices, so the ID
+        # opened may be another unit of the same model: checked by serial, and tried once more.
+        for _attempt in range(2):
+            index = self._find_index()
             try:
-                handle = _open_handle(info.camera_id)
-                _sdk.claim(info.camera_id, info.serial)
-            except _zwo.zwoasi().ZWO_Error as exc:
-                code = getattr(exc, "error_code", None)
-                msg = f"cannot open {info.name}: {exc}"
-                if code == 16:
-                    msg += " (is another program using the camera?)"
-                raise (CameraGoneError(msg) if code in (2, 5) else SdkError(msg, code)) from exc
+                info = _sdk.camera_info(index, serial=self._info.serial if self._info else None)
+            except SdkError as exc:
+                if exc.code != 1:  # ASI_ERROR_INVALID_INDEX: a camera left the bus since _find_index
+                    raise
+                continue
+            handle = self._open_verified(info)
+            if handle is not None:
+                break
+        else:
+            raise CameraGoneError(f"{self.name} is not connected (the cameras changed while connecting, or "
+                                  f"another camera object of this program has it open)")
         try:
             serial = info.serial or _zwo.read_serial(info.camera_id)
             _sdk.claim(info.camera_id, serial)
@@ -552,6 +556,30 @@ class ZWOCamera:
             raise
         with self._lock:
             self._sm.transition(S.IDLE)
+
+    def _open_verified(self, info: CameraInfo) -> Any:
+        """Open `info`'s camera ID; None if it is not our unit (serial differs) or this process already
+        has it open (another camera object: opening and closing it again would close theirs)."""
+        with self._io, _sdk.in_use_lock():  # no serial probe may open/close it meanwhile (see sdk.claim)
+            if _sdk.claimed(info.camera_id):
+                return None
+            try:
+                handle = _open_handle(info.camera_id)
+            except _zwo.zwoasi().ZWO_Error as exc:
+                code = getattr(exc, "error_code", None)
+                msg = f"cannot open {info.name}: {exc}"
+                if code == 16:
+                    msg += " (is another program using the camera?)"
+                raise (CameraGoneError(msg) if code in (2, 5) else SdkError(msg, code)) from exc
+            actual = _zwo.read_serial(info.camera_id) if info.serial else None
+            if actual and actual != info.serial:
+                try:
+                    handle.close()
+                except Exception:
+                    pass
+                return None
+            _sdk.claim(info.camera_id, info.serial)
+            return handle
 
     def _full_well(self, info: CameraInfo) -> float | None:
         try:

@@ -234,6 +234,12 @@ def release(camera_id: int) -> None:
         _in_use.pop(camera_id, None)
 
 
+def claimed(camera_id: int) -> bool:
+    """Whether this process has `camera_id` open."""
+    with _in_use_lock:
+        return camera_id in _in_use
+
+
 def in_use_lock() -> threading.RLock:
     """Held while opening a camera, so a serial probe never opens/closes it in between."""
     return _in_use_lock

@@ -591,15 +591,15 @@ class CameraDevice:
             raise
         finally:
             self._starting = False
-        if ticket.cancelled:
-            # It already ended without an image (failed at once, e.g. the camera was just unplugged,
-            # or aborted/disconnected) and that state was published: Busy now would never be cleared.
+        if self._ticket is not ticket:
+            # It already ended (read out, failed - e.g. the camera was just unplugged -, aborted or
+            # disconnected) while this call was on its way back, and that outcome was or is being
+            # published: Busy now could land after it and would never be cleared.
             return
         vec["CCD_EXPOSURE_VALUE"].value = duration
         vec.state = BUSY
         self._set(vec)
-        if self._ticket is ticket:  # still running (not already read out, aborted or failed)
-            self._start_countdown(duration, ticket.started)
+        self._start_countdown(duration, ticket.started)
 
     def _start_countdown(self, duration: float, started: float) -> None:
         self._stop_countdown()

@@ -243,3 +243,65 @@ def test_another_camera_unplugged_does_not_break_roi_changes(tmp_path) -> None:
         small.disconnect_camera()
         big.disconnect_camera()
         simulator.uninstall()
+
+
+def test_replug_of_a_twin_while_connecting_does_not_take_the_twin(tmp_path, monkeypatch) -> None:
+    """Camera B of two of one model connects just as its unplugged twin A is plugged back: the SDK's
+    indices shift between finding B and opening it, and B used to open A's camera (believing it its own)."""
+    import driver.sdk as driver_sdk
+
+    sdk.load(simulator=["asi120mm-mini", "asi120mm-mini"], sim_options={"lock_dir": str(tmp_path / "locks")})
+    sim = simulator.current()
+    infos = sdk.enumerate_cameras()
+    a = ZWOCamera(infos[0], reconnect=ReconnectPolicy(enabled=False))
+    b = ZWOCamera(infos[1], reconnect=ReconnectPolicy(enabled=False))
+    original = driver_sdk.camera_info
+    calls: list[int] = []
+
+    def replug_first(index: int, serial: str | None = None):
+        if not calls:
+            sim.replug(0)  # A is back: the index B found now belongs to A
+        calls.append(index)
+        return original(index, serial)
+
+    try:
+        a.connect()
+        sim.unplug(0)
+        assert a.wait_for(lambda s: s.state == S.ERROR, 3)
+        monkeypatch.setattr(driver_sdk, "camera_info", replug_first)
+        b.connect()
+        monkeypatch.setattr(driver_sdk, "camera_info", original)
+        assert sim.record().open_handles == {1}  # B's own camera, not A's
+        assert b.info.camera_id == 1 and len(calls) == 2
+    finally:
+        b.disconnect_camera()
+        a.disconnect_camera()
+        simulator.uninstall()
+
+
+def test_unplug_of_another_camera_while_connecting(tmp_path, monkeypatch) -> None:
+    """Another camera leaves the bus between finding ours and reading its properties: the index found
+    is out of range by then (ASI_ERROR_INVALID_INDEX); connecting must try again, not fail."""
+    import driver.sdk as driver_sdk
+
+    sdk.load(simulator=["asi294mc-pro", "asi120mm-mini", "asi120mm-mini"],
+             sim_options={"lock_dir": str(tmp_path / "locks")})
+    sim = simulator.current()
+    cam = ZWOCamera(sdk.enumerate_cameras()[2])
+    original = driver_sdk.camera_info
+    calls: list[int] = []
+
+    def unplug_first(index: int, serial: str | None = None):
+        if not calls:
+            sim.unplug(0)
+        calls.append(index)
+        return original(index, serial)
+
+    try:
+        monkeypatch.setattr(driver_sdk, "camera_info", unplug_first)
+        cam.connect()
+        assert calls == [2, 1] and cam.info.camera_id == 2 and sim.record().open_handles == {2}
+    finally:
+        monkeypatch.setattr(driver_sdk, "camera_info", original)
+        cam.disconnect_camera()
+        simulator.uninstall()

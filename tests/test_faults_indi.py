@@ -377,3 +377,45 @@ def test_too_many_indi_clients_are_refused_cleanly(rig: Rig, indi: Indi) -> None
     fresh = Indi(rig.indi_port)  # and there is room again
     fresh.close()
     indi.expose(0.01)
+
+
+@pytest.mark.parametrize("outcome", ["image", "failure"])
+def test_exposure_ending_before_the_start_call_returns(tmp_path, outcome: str) -> None:
+    """In-process shim on the simulator, with the core's start_exposure answering 0.6 s late (as when
+    a long JSON encode holds the GIL): the image (or failure) arrives first, and the final state
+    must be its Ok (or Alert), not the Busy of the late start answer (a client would wait for ever)."""
+    from driver import ZWOCamera, sdk, simulator
+    from indi_shim.server import IndiServer
+    from test_indi_support import RawIndi
+
+    sdk.load(simulator=["asi120mm-mini"], sim_options={"lock_dir": str(tmp_path / "locks")})
+    cam = ZWOCamera(sdk.enumerate_cameras()[0])
+    real = cam.start_exposure
+
+    def late(*args: object) -> None:
+        real(*args)
+        time.sleep(0.6)
+
+    cam.start_exposure = late  # type: ignore[method-assign]
+    server = IndiServer([cam], host="127.0.0.1", port=0).start()
+    dev = "ZWO CCD ASI120MM Mini"
+    c = RawIndi(server.port)
+    try:
+        c.send(f'<getProperties version="1.7" device="{dev}"/><enableBLOB device="{dev}">Also</enableBLOB>'
+               f'<newSwitchVector device="{dev}" name="CONNECTION"><oneSwitch name="CONNECT">On</oneSwitch>'
+               f'</newSwitchVector>')
+        c.wait_for(b'name="CCD_EXPOSURE"', 10)
+        if outcome == "failure":
+            simulator.current().inject("ASIStartExposure", 5, 1, 0)
+        mark = c.size()
+        c.send(f'<newNumberVector device="{dev}" name="CCD_EXPOSURE"><oneNumber name="CCD_EXPOSURE_VALUE">0.001'
+               f'</oneNumber></newNumberVector>')
+        time.sleep(1.5)
+        states = re.findall(rb'name="CCD_EXPOSURE" state="(\w+)"', c.text()[mark:])
+        assert states and states[-1] == (b"Ok" if outcome == "image" else b"Alert"), states
+        assert (b"</setBLOBVector>" in c.text()[mark:]) == (outcome == "image")
+    finally:
+        c.close()
+        server.stop()
+        cam.disconnect_camera()
+        simulator.uninstall()
