@@ -161,7 +161,7 @@ class ZWOCamera:
         self._settings = CameraSettings()
         self._applied_roi: tuple[int, int, int, int, int, int] | None = None
         self._want_connected = False
-        self._busy_op = False  # an asynchronous connect/disconnect is running
+        self._busy_op = 0  # asynchronous connects/disconnects still running (a count: they may overlap)
         self._error: str | None = None
         self._name = name
         self.log = logger or logging.getLogger("zwo_alpaca.camera")
@@ -336,7 +336,7 @@ class ZWOCamera:
             return CameraStatus(
                 state=state,
                 connected=self._want_connected,
-                connecting=self._busy_op or state in (S.CONNECTING, S.DISCONNECTING),
+                connecting=self._busy_op > 0 or state in (S.CONNECTING, S.DISCONNECTING),
                 image_ready=self._last_frame is not None and state not in (S.EXPOSING, S.READING)
                 and self._image_ready,
                 percent_completed=pct,
@@ -497,14 +497,14 @@ class ZWOCamera:
 
     def _run_async(self, fn: Callable[[], None]) -> None:
         with self._lock:
-            self._busy_op = True
+            self._busy_op += 1
 
         def run() -> None:
             try:
                 fn()
             finally:
                 with self._lock:
-                    self._busy_op = False
+                    self._busy_op -= 1
                     self._lock.notify_all()
 
         threading.Thread(target=run, name=f"{self.name}-async", daemon=True).start()
@@ -543,19 +543,27 @@ class ZWOCamera:
                            exposure_max_s=exp.max / 1e6 if exp else info.exposure_max_s,
                            full_well_e=self._full_well(info))
             with self._lock:
+                self._require_connecting()
                 self._info = info
                 self._handle = handle
                 self._lib = _zwo.library()
                 self._applied_roi = None
             self._apply_settings(handle)
             self._read_telemetry(handle)
+            with self._lock:
+                self._require_connecting()
+                self._sm.transition(S.IDLE)
         except BaseException:
             self._close_handle_quietly(handle, "close after a failed connect")
             with self._lock:
-                self._handle = None
+                if self._handle is handle:
+                    self._handle = None
             raise
-        with self._lock:
-            self._sm.transition(S.IDLE)
+
+    def _require_connecting(self) -> None:
+        """Under the lock: a disconnect that arrived while connecting wins, and the connect is abandoned."""
+        if self._sm.state != S.CONNECTING:
+            raise InvalidOperationError(f"{self.name}: connecting was cancelled by a disconnect")
 
     def _open_verified(self, info: CameraInfo) -> Any:
         """Open `info`'s camera ID; None if it is not our unit (serial differs) or this process already
@@ -645,8 +653,9 @@ class ZWOCamera:
                 # another thread is tearing down: wait for it (bounded) rather than racing it
                 self._lock.wait_for(lambda: self._sm.state != S.DISCONNECTING, timeout=2.0)
                 return
-            self._sm.transition(S.DISCONNECTING)
-        self._teardown(final_state=S.DISCONNECTED)
+            if state != S.DISCONNECTED:
+                self._sm.transition(S.DISCONNECTING)
+        self._teardown(final_state=S.DISCONNECTED if state != S.DISCONNECTED else None)
         self._stop_supervisor_async()
         registry.closed(self)
         self._count("disconnects")
@@ -1390,7 +1399,8 @@ class ZWOCamera:
         except CameraError as exc:
             with self._lock:
                 self._error = exc.message
-                self._sm.transition(S.ERROR)
+                if self._sm.state == S.CONNECTING:
+                    self._sm.transition(S.ERROR)
             self._count("reconnect_failures")
             return
         with self._lock:

@@ -584,3 +584,16 @@ def test_other_controls_by_name_persist_across_reconnect(cam):
     cam.disconnect_camera()
     cam.connect()
     assert cam.control_value("WB_R") == value and cam.control_value("Gain") == 77
+
+
+def test_disconnect_while_connecting_wins_and_leaves_nothing_open(cam, sim):
+    """Connect and disconnect requested back to back from two threads (a web page's two buttons)."""
+    for _ in range(30):
+        cam.begin_connect()
+        cam.begin_disconnect()
+        assert cam.wait_for(lambda s: not s.connecting, 5)
+        cam.disconnect_camera()
+        assert cam.state == S.DISCONNECTED
+        assert not sim.record().open_handles
+    cam.connect()
+    assert cam.state == S.IDLE
