@@ -86,6 +86,7 @@ class Stats:
         self.downloads: Counter[str] = Counter()
         self.download_bytes = 0
         self.unplugs: Counter[str] = Counter()
+        self.indi_lag: list[float] = []
 
     def ok(self, proto: str, n: int = 1) -> None:
         with self.lock:
@@ -94,7 +95,7 @@ class Stats:
     def error(self, kind: str, detail: str = "") -> None:
         with self.lock:
             self.errors[kind] += 1
-            self.examples.setdefault(kind, detail[:300])
+            self.examples.setdefault(kind, detail[:3000])
 
     def count(self, what: Counter[str], key: str, n: int = 1) -> None:
         with self.lock:
@@ -213,6 +214,9 @@ class IndiClient:
         self.events: list[tuple[str, str, str, bytes]] = []  # (tag, name, state, body head)
         self.closed = False
         self.blob_bytes = 0
+        # This client's view of the device: defined properties, and whether CONNECTION says connected.
+        self.defined: set[str] = set()
+        self.connected_view = False
         self.reader = threading.Thread(target=self._read, name="indi-reader", daemon=True)
         self.reader.start()
         self.send(f'<getProperties version="1.7" device="{device}"/>')
@@ -271,6 +275,16 @@ class IndiClient:
         if tag == "setBLOBVector":
             self.blob_bytes += size
         with self.cond:
+            name = attrs.get("name", "")
+            if tag.startswith("def"):
+                self.defined.add(name)
+            elif tag == "delProperty":
+                if name:
+                    self.defined.discard(name)
+                else:
+                    self.defined.clear()
+            if name == "CONNECTION" and tag in ("defSwitchVector", "setSwitchVector"):
+                self.connected_view = re.search(rb'name="CONNECT"[^>]*>\s*On', body) is not None
             note = attrs.get("message", "").encode()
             self.events.append((tag, attrs.get("name", ""), attrs.get("state", ""),
                                 note if tag == "message" else (note + b" | " if note else b"") + body))
@@ -388,6 +402,7 @@ class Soak:
             body = self._alpaca(s, "PUT", CAM_IMAGING, "startexposure", "imager", Duration=duration, Light=True)
             if body is None or body["ErrorNumber"]:
                 self._wait_recovered(s, CAM_IMAGING)
+                self._sleep(0.1)
                 continue
             deadline = time.monotonic() + duration + 15
             outcome = None
@@ -408,6 +423,8 @@ class Soak:
             if outcome is None:
                 if not self.stop.is_set():
                     self.stats.error("stuck:exposure", f"no image within {duration + 15:.0f} s")
+                else:  # the stretch ends mid-exposure: leave the camera idle for the next one
+                    self._alpaca(s, "PUT", CAM_IMAGING, "abortexposure", "imager")
                 continue
             self.stats.count(self.stats.exposures, "alpaca")
             with self.frame_cond:
@@ -580,6 +597,17 @@ class Soak:
             self.stats.count(self.stats.exposures, "disconnects")
 
     def _cycle_indi(self, c: IndiClient) -> None:
+        # INDI reports asynchronously: the Alpaca cycle just disconnected the camera, and this client
+        # must see that (and the connection before it) before its own CONNECT's answer can be told
+        # from the stale ones. How long that takes is the INDI view's lag behind the core.
+        t0 = time.monotonic()
+        with c.cond:
+            if not c.cond.wait_for(lambda: not c.connected_view and "CCD_EXPOSURE" not in c.defined, 5):
+                self.stats.error("indi:stale_view", "camera 2: INDI still shows it connected 5 s after "
+                                                    "Alpaca disconnected it")
+                return
+        with self.stats.lock:
+            self.stats.indi_lag.append(time.monotonic() - t0)
         mark = c.switch("CONNECTION", "CONNECT")
         ev = c.wait(lambda e: e[1] == "CONNECTION" and e[2] in ("Ok", "Alert"), mark, 15)
         if ev is None:
@@ -596,7 +624,10 @@ class Soak:
         mark = c.expose(0.02)
         ev = c.wait(lambda e: e[1] == "CCD_EXPOSURE" and e[2] in ("Ok", "Alert"), mark, 15)
         if ev is None:
-            self.stats.error("unanswered:indi:CCD_EXPOSURE", "camera 2")
+            trail = [(e[0][:6], e[1], e[2], e[3][:90]) for e in c.events[max(0, mark - 40):][-60:]
+                     if e[1] in ("CONNECTION", "CCD_EXPOSURE", "")]
+            self.stats.error("unanswered:indi:CCD_EXPOSURE",
+                             f"camera 2 (at {time.strftime('%H:%M:%S')}); events: {trail}")
         elif ev[2] == "Alert":
             self.stats.error("indi:alert:cycle", ev[3][:200].decode(errors="replace"))
         else:
@@ -643,7 +674,7 @@ class Soak:
         workers = [threading.Thread(target=self.poller, args=(i,), name=f"poller{i}", daemon=True) for i in range(8)]
         workers.append(threading.Thread(target=self.imager, name="imager", daemon=True))
         for name, ib in (("ib1", True), ("ib2", True), ("json", False)):
-            self.fetched.setdefault(name, self.frame_id)
+            self.fetched[name] = self.frame_id  # frames of an earlier stretch are not downloaded late
             workers.append(threading.Thread(target=self.downloader, args=(name, ib), name=name, daemon=True))
         workers += [threading.Thread(target=self.indi_imager, name="indi", daemon=True),
                     threading.Thread(target=self.cycler, name="cycler", daemon=True),
@@ -778,6 +809,9 @@ def summarize(args: argparse.Namespace, st: Stats, per_cycle: list[dict], start:
         "downloads": {"imagebytes": st.downloads["imagebytes"], "json": st.downloads["json"],
                       "gigabytes_sent": round(st.download_bytes / 1e9, 2)},
         "unplugs": dict(st.unplugs),
+        "indi_view_lag_ms": {"n": len(st.indi_lag), "p50": round(percentile(st.indi_lag, 0.5) * 1000, 1),
+                             "p99": round(percentile(st.indi_lag, 0.99) * 1000, 1),
+                             "max": round(max(st.indi_lag) * 1000, 1) if st.indi_lag else None},
         "poll_latency_ms": {"n": len(lat), "p50": round(percentile(lat, 0.5) * 1000, 1),
                             "p99": round(percentile(lat, 0.99) * 1000, 1),
                             "max": round(max(lat) * 1000, 1) if lat else None,
@@ -812,6 +846,8 @@ def print_table(res: dict[str, Any]) -> None:
         ("exposures completed", ", ".join(f"{k} {v}" for k, v in res["exposures"].items())),
         ("downloads", ", ".join(f"{k} {v}" for k, v in res["downloads"].items())),
         ("unplugs", ", ".join(f"{k} {v}" for k, v in res["unplugs"].items()) or "none"),
+        ("INDI view lag", f"an Alpaca disconnect seen over INDI after p50 {res['indi_view_lag_ms']['p50']} ms, "
+                          f"p99 {res['indi_view_lag_ms']['p99']} ms, max {res['indi_view_lag_ms']['max']} ms"),
         ("errors (expected)", ", ".join(f"{k} {v}" for k, v in res["errors"].items()
                                         if k not in res["unexpected_errors"]) or "none"),
         ("errors (UNEXPECTED)", ", ".join(f"{k} {v}" for k, v in res["unexpected_errors"].items()) or "none"),
