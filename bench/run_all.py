@@ -11,6 +11,7 @@ writes bench/results/<name>.json, and is then read back here:
   http_stacks      HTTP stack comparison on this workload (aiohttp vs a bare asyncio.Protocol, and
                    uvicorn+starlette / uvloop when installed)
   encoders         JSON, FITS and base64 encoders compared
+  transpose        the per-frame transpose: compiled kernels vs numpy vs memcpy
   indi_blob        the INDI BLOB comparison with libindi (bench/indi_blob.py, owned by the INDI side;
                    run only if present)
 
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], float]] = {
     "alpaca_exposure": ("alpaca_exposure.py", ["--reps", "10", "--cycles", "1000"], ["--reps", "5", "--cycles", "200"], 600),
     "http_stacks": ("http_stacks.py", ["--rounds", "3"], ["--rounds", "1"], 1200),
     "encoders": ("encoders.py", ["--reps", "3"], ["--reps", "1"], 600),
+    "transpose": ("transpose.py", ["--reps", "7"], ["--reps", "2"], 300),
     "indi_blob": ("indi_blob.py", ["--reps", "5"], ["--reps", "2"], 1200),
 }
 

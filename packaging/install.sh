@@ -114,7 +114,8 @@ fi
 if [ $live -eq 1 ]; then
   missing=()
   if command -v dpkg-query >/dev/null; then
-    for p in libusb-1.0-0 python3-venv; do
+    # gcc + python3-dev build the compiled frame transpose (faster first downloads; optional).
+    for p in libusb-1.0-0 python3-venv gcc python3-dev; do
       dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ] && [ "$exec_path" = "$prefix/venv/bin/zwo-alpaca" ]; then

@@ -161,6 +161,69 @@ def test_transpose_of_a_cropped_view() -> None:
     np.testing.assert_array_equal(imagecodec.transpose_to_width_major(view), view.T)
 
 
+def test_compiled_transpose_is_built() -> None:
+    # The install (scripts/bootstrap, setup.py) compiles it; without it the first download of each
+    # frame is measurably slower (docs/performance.md), so a build that silently fell back is a defect.
+    assert imagecodec.compiled_kernel() in {"sse2", "neon", "scalar"}
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 19), (19, 1), (8, 8), (9, 17), (1031, 45), (2051, 70)])
+def test_compiled_transpose_matches_numpy(shape: tuple[int, int], dtype: type, simd: bool) -> None:
+    fast = pytest.importorskip("alpaca_server._transpose")
+    rng = np.random.default_rng(sum(shape))
+    data = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    out = np.zeros(shape[::-1], dtype=dtype)
+    fast.swap_axes(data, out, 0, shape[1], simd=simd)
+    np.testing.assert_array_equal(out, data.T)
+    # A band of columns only touches its own rows of the output.
+    out[:] = 0
+    x0, x1 = shape[1] // 3, shape[1] - shape[1] // 4
+    fast.swap_axes(data, out, x0, x1, simd=simd)
+    np.testing.assert_array_equal(out[x0:x1], data[:, x0:x1].T)
+    assert not out[:x0].any() and not out[x1:].any()
+
+
+@pytest.mark.parametrize("simd", [True, False])
+def test_compiled_transpose_of_a_cropped_view(simd: bool) -> None:
+    fast = pytest.importorskip("alpaca_server._transpose")
+    base = np.arange(1500 * 2000, dtype=np.uint16).reshape(1500, 2000)
+    view = base[3:1203, 5:1906]  # rows of 2000 items, 1901 of them used, odd start
+    out = np.empty(view.shape[::-1], dtype=np.uint16)
+    fast.swap_axes(view, out, 0, view.shape[1], simd=simd)
+    np.testing.assert_array_equal(out, view.T)
+
+
+def test_compiled_transpose_rejects_what_it_cannot_do() -> None:
+    fast = pytest.importorskip("alpaca_server._transpose")
+    data = np.zeros((4, 6), dtype=np.uint16)
+    cases = [
+        (data, np.zeros((4, 6), np.uint16), 0, 6, "shape"),
+        (data, np.zeros((6, 4), np.uint8), 0, 6, "item size"),
+        (data.astype(np.uint32), np.zeros((6, 4), np.uint32), 0, 6, "1 or 2 bytes"),
+        (data[:, ::2], np.zeros((3, 4), np.uint16), 0, 3, "contiguous"),
+        (data, np.zeros((6, 4), np.uint16), 2, 7, "x0"),
+        (data, np.zeros((6, 4), np.uint16).T.copy().T, 0, 6, "C-contiguous"),
+        (data, np.zeros((2, 6, 4), np.uint16), 0, 6, "2-D"),
+    ]
+    for src, dst, x0, x1, words in cases:
+        with pytest.raises(ValueError, match=words):
+            fast.swap_axes(src, dst, x0, x1)
+    with pytest.raises((TypeError, BufferError, ValueError)):
+        fast.swap_axes(data, np.zeros((6, 4), np.uint16).tobytes(), 0, 6)  # read-only destination
+
+
+def test_numpy_fallback_gives_the_same_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 65535, (2100, 2300), dtype=np.uint16)  # above the banded-threads size
+    fast = imagecodec.prepare_image(data, seq=1).array.copy()
+    monkeypatch.setattr(imagecodec, "_fast", None)
+    slow = imagecodec.prepare_image(data, seq=2).array
+    np.testing.assert_array_equal(fast, data.T)
+    np.testing.assert_array_equal(slow, data.T)
+
+
 def test_imagebytes_layout_16bit() -> None:
     data = np.arange(7 * 13, dtype=np.uint16).reshape(7, 13) * 16  # rows=7 (height), cols=13 (width)
     img = imagecodec.prepare_image(data, seq=1)

@@ -7,7 +7,8 @@ They check behaviour, not timings, so they hold on a loaded machine:
 * a download streams band by band: band 0 goes out while a later band is still being transposed;
 * large writes give the event loop a turn between slices (polls are not stuck behind a download);
 * JSON is made by orjson from ndarray slices, in several parts, and never via Python lists;
-* an image still being transposed is never recycled as the buffer of the next one.
+* an image still being transposed is never recycled as the buffer of the next one;
+* the bands of a mono frame go through the compiled kernel, each band's columns exactly once.
 """
 
 from __future__ import annotations
@@ -69,6 +70,26 @@ def test_banded_rgb_and_cropped_views() -> None:
     img.wait(30)
     assert img.bands
     assert bytes(img.payload) == np.ascontiguousarray(view.T).tobytes()
+
+
+def test_bands_use_the_compiled_kernel_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = pytest.importorskip("alpaca_server._transpose")
+    calls: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def swap_axes(src: Any, dst: Any, x0: int, x1: int, simd: bool = True) -> None:
+        with lock:
+            calls.append((x0, x1))
+        fast.swap_axes(src, dst, x0, x1, simd=simd)
+
+    monkeypatch.setattr(imagecodec, "_fast", SimpleNamespace(swap_axes=swap_axes, KERNEL=fast.KERNEL))
+    for data in (_frame(BIG), _frame(BIG, np.uint8), _frame((2400, 2300))[5:2010, 3:2290]):
+        calls.clear()
+        img = imagecodec.start_prepare(data, 4, threads=2)
+        img.wait(30)
+        np.testing.assert_array_equal(img.array, data.T)
+        cols = data.shape[1]
+        assert sorted(calls) == [(x, min(x + imagecodec.BAND, cols)) for x in range(0, cols, imagecodec.BAND)]
 
 
 # ------------------------------------------------------------------------- one transpose per frame
