@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
 import re
+import struct
+import termios
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +75,10 @@ class ServerContext:
     manufacturer: str = "zwo-alpaca project"
     version: str = "0.1.0"
     call_timeout: float = 30.0
+    # A client that takes none of a large reply for this long is dropped (``serve --send-timeout``):
+    # otherwise a laptop that went to sleep mid-download holds a frame buffer until TCP gives up
+    # (~15 min on Linux) and keeps the connection slot.
+    send_timeout: float = 60.0
     http_port: int = 0
     counter: TransactionCounter = field(default_factory=TransactionCounter)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("zwo_alpaca.http"))
@@ -204,10 +211,62 @@ async def device_api(request: web.Request) -> web.StreamResponse:
     return json_response(envelope(ctid, stid, result))
 
 
-async def _write_chunks(resp: web.StreamResponse, data: memoryview | bytes) -> None:
+class StalledClient(ConnectionError):
+    """The client took no bytes of a reply for the send timeout; its connection was closed."""
+
+
+def _unsent_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes of this connection not yet taken by the client: asyncio's buffer plus the kernel's send
+    queue. The kernel part matters: the socket is reported writable again only once a good part of
+    its (multi-MB) send buffer is free, so asyncio's own buffer can stand still for seconds while a
+    slow client is in fact reading."""
+    if transport is None:
+        return 0
+    size = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            size += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:  # not a TCP socket, or the connection is already gone
+            pass
+    return size
+
+
+async def _write_watched(resp: web.StreamResponse, request: web.Request, chunk: memoryview, timeout: float) -> None:
+    """``resp.write(chunk)``, closing the connection if the socket accepts no byte for ``timeout`` s.
+
+    Progress, not total time, is what counts: a slow link that keeps taking bytes is never cut off,
+    however long a slice takes to drain.
+    """
+    write = asyncio.ensure_future(resp.write(chunk))
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    last_size, last_progress = None, loop.time()
+    try:
+        while True:
+            done, _ = await asyncio.wait({write}, timeout=max(0.05, timeout / 4))
+            if done:
+                write.result()
+                return
+            size = _unsent_bytes(transport)
+            now = loop.time()
+            if last_size is None or size < last_size:
+                last_size, last_progress = size, now
+            elif now - last_progress >= timeout:
+                if transport is not None:
+                    transport.abort()
+                raise StalledClient(f"the client read nothing for {timeout:g} s")
+    finally:
+        if not write.done():
+            write.cancel()
+            await asyncio.gather(write, return_exceptions=True)
+
+
+async def _write_chunks(resp: web.StreamResponse, request: web.Request, data: memoryview | bytes,
+                        timeout: float) -> None:
     view = memoryview(data)
     for offset in range(0, len(view), WRITE_CHUNK):
-        await resp.write(view[offset : offset + WRITE_CHUNK])
+        await _write_watched(resp, request, view[offset : offset + WRITE_CHUNK], timeout)
         # When the socket takes each slice at once (a fast reader, loopback), aiohttp's drain never
         # suspends, and a whole 122 MB frame would go out without the loop answering anyone else:
         # polls waited for the entire download (p99 63 ms). Yield after every slice.
@@ -260,8 +319,10 @@ async def _send_imagebytes(request: web.Request, ctx: ServerContext, prepared: i
                 if not band.done():
                     await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(band)), ctx.call_timeout)
                 band.result()  # a failed transpose raises here rather than sending garbage
-            await _write_chunks(resp, view)
+            await _write_chunks(resp, request, view, ctx.send_timeout)
         await resp.write_eof()
+    except StalledClient as exc:
+        ctx.log.warning("image download to %s dropped: %s (send timeout; frees its image)", request.remote, exc)
     except ConnectionError as exc:
         ctx.log.debug("image download to %s ended early: %r", request.remote, exc)
     except Exception:  # noqa: BLE001 - the header is out: the client can only be told by a short body
@@ -286,11 +347,14 @@ async def _send_json_image(request: web.Request, ctx: ServerContext, prepared: i
         await resp.prepare(request)
         await resp.write(prefix)
         for part in value:
-            await _write_chunks(resp, part)
+            await _write_chunks(resp, request, part, ctx.send_timeout)
         await resp.write(suffix)
         await resp.write_eof()
     except ConnectionError as exc:
-        ctx.log.debug("JSON image download to %s ended early: %r", request.remote, exc)
+        if isinstance(exc, StalledClient):
+            ctx.log.warning("JSON image download to %s dropped: %s (send timeout; frees its image)", request.remote, exc)
+        else:
+            ctx.log.debug("JSON image download to %s ended early: %r", request.remote, exc)
         # asyncio keeps this exception in a reference cycle until the next garbage collection, and the
         # finished frames of its traceback would keep the whole JSON text (70-400 MB) alive that long.
         traceback.clear_frames(exc.__traceback__)

@@ -55,6 +55,17 @@ def driver_version(version: str) -> str:
     return ".".join(parts[:2]) if len(parts) >= 2 else version
 
 
+def _send_timeout(text: str) -> float:
+    """``--send-timeout``: seconds, 1 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1.0 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"{value:g} s is out of range: 1 to 3600 seconds")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Add the ``serve`` command to the CLI (see ``cli.py``)."""
     p = subparsers.add_parser(
@@ -77,6 +88,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--upload-dir", metavar="DIR", default=None,
                    help="directory INDI clients may upload FITS into (UPLOAD_LOCAL/BOTH); off when not given "
                         "(default: $ZWO_ALPACA_UPLOAD_DIR)")
+    p.add_argument("--send-timeout", type=_send_timeout, default=60.0, metavar="SECONDS",
+                   help="drop a client that reads nothing of an image for this long, freeing the frame it holds "
+                        "(default 60; 1 to 3600)")
     p.add_argument("--no-discovery", action="store_true", help="do not answer Alpaca discovery broadcasts")
     p.add_argument("--discovery-port", type=int, default=DEFAULT_DISCOVERY_PORT, metavar="N", help=f"Alpaca discovery UDP port (default {DEFAULT_DISCOVERY_PORT})")
     logsetup.add_arguments(p)
@@ -361,6 +375,7 @@ def _run(args: argparse.Namespace) -> int:
             server_name="zwo-alpaca",
             manufacturer="zwo-alpaca project",
             version=version,
+            send_timeout=args.send_timeout,
         )
         try:
             asyncio.run(serve_forever(args, served, ctx))

@@ -5,7 +5,9 @@ server keeps serving everybody else.
 * request line or a header over 8190 bytes, more than 128 headers: 400;
 * more than 256 open connections: the extra ones get a 503 and are closed, the open ones carry on,
   and new ones are accepted as soon as the flood is gone;
-* a body that never arrives: 408 after ``BODY_TIMEOUT_S``.
+* a body that never arrives: 408 after ``BODY_TIMEOUT_S``;
+* a client that stops reading an image download is dropped after ``--send-timeout`` without
+  progress (its frame and connection freed), while a slow reader that keeps reading never is.
 
 The default limits are checked against ``zwo-alpaca serve`` as a subprocess; the connection cap and
 the body timeout are also checked with small values on a server run in this process.
@@ -216,3 +218,104 @@ def test_body_that_never_arrives_times_out(small: int) -> None:
     answer = _raw(small, head)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert 0.4 < time.monotonic() - t0 < 3
+
+
+# ------------------------------------------------------------------------------ stalled downloads
+
+ROI = (2400, 1600)  # 7.7 MB of RAW16: far more than the socket buffers hold with a small SO_RCVBUF
+
+
+@pytest.fixture(scope="module")
+def stall_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = start_server(tmp_path_factory.mktemp("stall"), "--send-timeout", "1", simulator="asi294mc-pro")
+    yield s
+    s.stop()
+    assert "Traceback" not in s.log_text()
+
+
+def _fresh_image(server: ServerProcess) -> None:
+    for member, value in (("connected", {"Connected": "true"}), ("binx", {"BinX": "1"}),
+                          ("numx", {"NumX": str(ROI[0])}), ("numy", {"NumY": str(ROI[1])}),
+                          ("startx", {"StartX": "0"}), ("starty", {"StartY": "0"}),
+                          ("startexposure", {"Duration": "0.001", "Light": "true"})):
+        r = requests.put(server.api(0, member), data=value, timeout=10)
+        assert r.json()["ErrorNumber"] == 0, (member, r.text)
+    deadline = time.monotonic() + 20
+    while not requests.get(server.api(0, "imageready"), timeout=5).json()["Value"]:
+        assert time.monotonic() < deadline, "no image within 20 s"
+        time.sleep(0.05)
+
+
+def _image_socket(server: ServerProcess) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connect: the window stays small
+    s.connect(("127.0.0.1", server.port))
+    s.sendall(b"GET /api/v1/camera/0/imagearray HTTP/1.1\r\nHost: x\r\n"
+              b"Accept: application/imagebytes\r\n\r\n")
+    return s
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    raise AssertionError(f"no Content-Length in {head!r}")
+
+
+def test_a_client_that_stops_reading_is_dropped_and_the_server_carries_on(stall_srv: ServerProcess) -> None:
+    _fresh_image(stall_srv)
+    s = _image_socket(stall_srv)
+    try:
+        t0 = time.monotonic()
+        # Polls are answered while the download is stuck.
+        while time.monotonic() - t0 < 3.5:
+            assert requests.get(stall_srv.api(0, "camerastate"), timeout=2).json()["ErrorNumber"] == 0
+            time.sleep(0.25)
+        s.settimeout(5)
+        data = b""
+        try:
+            while chunk := s.recv(1 << 20):
+                data += chunk
+        except ConnectionResetError:
+            pass
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) < _content_length(head), "the whole image arrived: the client was never dropped"
+    deadline = time.monotonic() + 5
+    while "dropped: the client read nothing for 1 s" not in stall_srv.log_text():
+        assert time.monotonic() < deadline, stall_srv.log_text()[-2000:]
+        time.sleep(0.1)
+    # The same image still downloads in full for a reader.
+    r = requests.get(stall_srv.api(0, "imagearray"), headers={"Accept": "application/imagebytes"}, timeout=30)
+    assert r.status_code == 200 and len(r.content) == 44 + ROI[0] * ROI[1] * 2
+
+
+def test_a_slow_reader_that_keeps_reading_is_not_dropped(stall_srv: ServerProcess) -> None:
+    _fresh_image(stall_srv)
+    s = _image_socket(stall_srv)
+    data = bytearray()
+    try:
+        s.settimeout(5)
+        # ~1.3 MB/s: one 4 MiB slice takes ~3 s to drain, three times the send timeout.
+        deadline = time.monotonic() + 30
+        done = False
+        while not done and time.monotonic() < deadline:
+            burst = 0
+            while burst < 256 * 1024:  # the small receive buffer hands out ~16 KB per recv
+                chunk = s.recv(256 * 1024 - burst)
+                if not chunk:
+                    done = True
+                    break
+                data += chunk
+                burst += len(chunk)
+                head, sep, _ = bytes(data[:4096]).partition(b"\r\n\r\n")
+                if sep and len(data) - len(head) - 4 >= _content_length(head):
+                    done = True
+                    break
+            time.sleep(0.2)
+    finally:
+        s.close()
+    head, _, _ = bytes(data[:4096]).partition(b"\r\n\r\n")
+    assert len(data) - len(head) - 4 == _content_length(head) == 44 + ROI[0] * ROI[1] * 2

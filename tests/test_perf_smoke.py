@@ -236,7 +236,8 @@ def test_large_writes_yield_to_the_loop_between_slices() -> None:
 
         task = asyncio.get_running_loop().create_task(other())
         await asyncio.sleep(0)
-        await app_mod._write_chunks(Resp(), memoryview(bytearray(4 * app_mod.WRITE_CHUNK)))  # type: ignore[arg-type]
+        await app_mod._write_chunks(Resp(), SimpleNamespace(transport=None),  # type: ignore[arg-type]
+                                    memoryview(bytearray(4 * app_mod.WRITE_CHUNK)), 60.0)
         stop = True
         await task
 
