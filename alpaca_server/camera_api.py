@@ -361,7 +361,15 @@ class CameraDevice:
             sim.unplug(slot)
             return "unplugged"
         if name == "sim.replug":
-            sim.replug(slot)
+            # Parameters {"slot": n} plug in another simulated camera: one that started unplugged
+            # ($ZWO_ALPACA_SIM_UNPLUGGED), as if connected after the server started (hotplug).
+            try:
+                args = orjson.loads(params) if params.strip() else {}
+                target = int(args.get("slot", slot)) if isinstance(args, dict) else slot
+                sim.replug(target)
+            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                raise AlpacaError(INVALID_VALUE, f"sim.replug: Parameters must be empty or {{\"slot\": n}} with a "
+                                                 f"simulated camera's slot (0..{len(sim.cameras) - 1}): {exc}") from None
             return "replugged"
         if name in SIM_ACTIONS[3:]:
             return self._sim_fault(sim, slot, name, params)

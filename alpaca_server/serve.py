@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,17 @@ def _send_timeout(text: str) -> float:
     return value
 
 
+def _hotplug_interval(text: str) -> float:
+    """``--hotplug-interval``: seconds, 0 (off) or 0.5 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != 0 and not 0.5 <= value <= 3600.0:
+        raise argparse.ArgumentTypeError(f"{value:g} s is out of range: 0 (off) or 0.5 to 3600 seconds")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Add the ``serve`` command to the CLI (see ``cli.py``)."""
     p = subparsers.add_parser(
@@ -91,6 +103,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--send-timeout", type=_send_timeout, default=60.0, metavar="SECONDS",
                    help="drop a client that reads nothing of an image for this long, freeing the frame it holds "
                         "(default 60; 1 to 3600)")
+    p.add_argument("--hotplug-interval", type=_hotplug_interval, default=3.0, metavar="SECONDS",
+                   help="look for cameras plugged in after start this often (default 3; 0 = never). With the "
+                        "simulator standing in for a missing camera, a real one plugged in restarts the server on it")
     p.add_argument("--no-discovery", action="store_true", help="do not answer Alpaca discovery broadcasts")
     p.add_argument("--discovery-port", type=int, default=DEFAULT_DISCOVERY_PORT, metavar="N", help=f"Alpaca discovery UDP port (default {DEFAULT_DISCOVERY_PORT})")
     logsetup.add_arguments(p)
@@ -104,6 +119,11 @@ class Served:
     devices: dict[int, CameraDevice]
     sdk_kind: str
     sdk_text: str
+    # What a camera plugged in later needs to be served like the others (see _start_hotplug).
+    driver_info: str = ""
+    fallback: bool = False
+    real_path: str | None = None
+    policy: Any = None
 
 
 def reconnect_policy(config: Config) -> Any:
@@ -126,10 +146,7 @@ def reconnect_policy(config: Config) -> Any:
 
 def build_devices(args: argparse.Namespace, config: Config, codec_pool: concurrent.futures.Executor) -> Served:
     """Load the SDK, enumerate cameras and create one CameraDevice each (blocking; at start-up)."""
-    import driver  # noqa: PLC0415 - imported late so `zwo-alpaca --help` works without the SDK
-    import driver.sdk  # noqa: PLC0415
-
-    from .setup_pages import apply_defaults  # noqa: PLC0415
+    import driver.sdk  # noqa: PLC0415 - imported late so `zwo-alpaca --help` works without the SDK
 
     models = [m.strip() for m in args.simulator.split(",") if m.strip()] if args.simulator else None
     sdk = driver.sdk.load(sdk_path=args.sdk, simulator=models or None, fallback_to_simulator=True)
@@ -142,35 +159,47 @@ def build_devices(args: argparse.Namespace, config: Config, codec_pool: concurre
     # No commas: some clients (alpyca) split DriverInfo on them.
     sdk_text = sdk.describe().replace(", ", " + ").replace(",", ";")
     driver_info = f"zwo-alpaca {version}: ASCOM Alpaca server for ZWO ASI cameras; {sdk_text}"
-    devices: dict[int, CameraDevice] = {}
-    taken: set[int] = set()
-    policy = reconnect_policy(config)
+    served = Served({}, sdk.kind, sdk.describe(), driver_info, fallback, sdk.real_path, reconnect_policy(config))
     for order, info in enumerate(infos):
-        cam = driver.ZWOCamera(info, reconnect=policy, logger=logging.getLogger("zwo_alpaca.core"))
-        cam.describe()
-        # Simulated cameras are numbered in the order given (never stored as their own numbers, so
-        # they do not reserve numbers that real cameras will want later); real ones by serial.
-        key = ("sim:" if simulated else "") + info.unique_key
-        number, uid = config.assign(key, info.name, taken, forced_number=order if simulated else None)
-        dev = CameraDevice(
-            number,
-            cam,
-            unique_id=uid,
-            key=key,
-            driver_info=driver_info,
-            driver_version=driver_version(version),
-            simulated=simulated,
-            sim_note="no ZWO camera found" if fallback else None,
-            codec_pool=codec_pool,
-            logger=logging.getLogger(f"zwo_alpaca.camera{number}"),
-        )
-        defaults = config.defaults(key)
-        if defaults:
-            apply_defaults(dev, defaults, log)
-        devices[number] = dev
-        log.info("camera %d: %s (UniqueID %s)", number, dev.name, uid)
+        dev = new_device(served, config, codec_pool, info, order if simulated else None)
+        served.devices[dev.number] = dev
     config.save()
-    return Served(devices, sdk.kind, sdk.describe())
+    return served
+
+
+def new_device(served: Served, config: Config, codec_pool: concurrent.futures.Executor, info: Any,
+               forced_number: int | None) -> CameraDevice:
+    """One CameraDevice for a camera found at start-up or plugged in later (blocking: reads its
+    properties and applies its stored setup-page defaults). Not yet in ``served.devices``."""
+    import driver  # noqa: PLC0415
+
+    from .setup_pages import apply_defaults  # noqa: PLC0415
+
+    version = package_version()
+    simulated = served.sdk_kind == "simulator"
+    cam = driver.ZWOCamera(info, reconnect=served.policy, logger=logging.getLogger("zwo_alpaca.core"))
+    cam.describe()
+    # Simulated cameras are numbered in the order given (never stored as their own numbers, so
+    # they do not reserve numbers that real cameras will want later); real ones by serial.
+    key = ("sim:" if simulated else "") + info.unique_key
+    number, uid = config.assign(key, info.name, set(served.devices), forced_number=forced_number)
+    dev = CameraDevice(
+        number,
+        cam,
+        unique_id=uid,
+        key=key,
+        driver_info=served.driver_info,
+        driver_version=driver_version(version),
+        simulated=simulated,
+        sim_note="no ZWO camera found" if served.fallback else None,
+        codec_pool=codec_pool,
+        logger=logging.getLogger(f"zwo_alpaca.camera{number}"),
+    )
+    defaults = config.defaults(key)
+    if defaults:
+        apply_defaults(dev, defaults, log)
+    log.info("camera %d: %s (UniqueID %s)", number, dev.name, uid)
+    return dev
 
 
 def _maybe_discovery(args: argparse.Namespace, http_port: int) -> Any:
@@ -284,10 +313,81 @@ def _quiet_disconnect(dev: CameraDevice) -> None:
         log.warning("camera %d: release failed: %s", dev.number, exc)
 
 
-async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerContext) -> None:
-    """Run the HTTP server (plus discovery and INDI) until SIGTERM/SIGINT, then shut down in < 2 s."""
+# serve_forever's result when a real camera appeared while the simulator stood in for it: run()
+# then starts the server again in this process (same PID, so systemd and scripts see no exit).
+RESTART = 75
+
+
+def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext, indi: Any,
+                   loop: asyncio.AbstractEventLoop, restart: Callable[[], None]) -> Any:
+    """Watch for cameras plugged in after start (driver.hotplug); None when switched off.
+
+    A new camera becomes the next Alpaca device (and INDI device) at once; the first real camera
+    to appear while the simulator stands in for a missing one restarts the server on it.
+    """
+    interval = float(getattr(args, "hotplug_interval", 0.0) or 0.0)
+    if interval <= 0:
+        return None
+    from driver import hotplug  # noqa: PLC0415
+
+    if served.fallback:
+        if not served.real_path:
+            return None  # no real SDK to ask; nothing can appear
+        try:
+            probe = hotplug.AttachProbe(served.real_path, lambda n: loop.call_soon_threadsafe(restart),
+                                        interval=interval)
+        except (OSError, AttributeError) as exc:
+            log.warning("hotplug: cannot watch %s for a camera (%s)", served.real_path, exc)
+            return None
+        log.info("hotplug: will restart on a real camera as soon as %s sees one", served.real_path)
+        return probe.start()
+    if served.sdk_kind == "simulator" and not args.simulator:
+        return None
+
+    def on_new(info: Any) -> None:
+        # Built here (blocking: properties, stored defaults); published on the loop, which is the
+        # only thread that changes the device table.
+        numbers = set(served.devices)
+        forced = None
+        if served.sdk_kind == "simulator":
+            forced = 0
+            while forced in numbers:
+                forced += 1
+        dev = new_device(served, ctx.config or Config.load(None), ctx.codec_pool, info, forced)
+
+        def publish() -> None:
+            served.devices[dev.number] = dev  # the same dict as ctx.devices
+            log.info("hotplug: %s is Alpaca camera %d", dev.name, dev.number)
+
+        asyncio.run_coroutine_threadsafe(_call(publish), loop).result(10)
+        if ctx.config is not None:
+            ctx.config.save()
+        if indi is not None and hasattr(indi, "add_camera"):
+            name = indi.add_camera(dev.cam)
+            log.info("hotplug: %s is INDI device %r", dev.name, name)
+
+    watcher = hotplug.CameraWatcher(lambda: [d.cam.info for d in list(served.devices.values()) if d.cam.info],
+                                    on_new, interval=interval)
+    return watcher.start()
+
+
+async def _call(fn: Callable[[], None]) -> None:
+    fn()
+
+
+async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerContext) -> int:
+    """Run the HTTP server (plus discovery and INDI) until SIGTERM/SIGINT, then shut down in < 2 s.
+
+    Returns 0, or RESTART when a real camera appeared while the simulator stood in for it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    outcome = [0]
+
+    def restart() -> None:
+        log.warning("a ZWO camera was plugged in: restarting to serve it instead of the simulated camera")
+        outcome[0] = RESTART
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -308,9 +408,13 @@ async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerCon
     discovery = _maybe_discovery(args, port)
     indi = await _maybe_indi(args, served)
     ctx.http_port = port
+    watcher = await loop.run_in_executor(None, _start_hotplug, args, served, ctx, indi, loop, restart) \
+        if getattr(args, "hotplug_interval", 0) else None
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            await _in_daemon_thread(loop, watcher.stop, 1.0)
         log.info("shutting down: releasing cameras")
         started = time.monotonic()
         # Everything that may block runs in threads, side by side, each bounded: the whole
@@ -329,6 +433,7 @@ async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerCon
         if pending:
             log.warning("shutdown: %d step(s) did not finish in time; exiting anyway", len(pending))
         log.info("stopped after %.2f s", time.monotonic() - started)
+    return outcome[0]
 
 
 def _finish(code: int) -> int:
@@ -348,7 +453,16 @@ def _finish(code: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The ``serve`` command: exit status 0 after a signal, 1 when it cannot start."""
-    return _finish(_run(args))
+    code = _run(args)
+    if code == RESTART:
+        # Same PID, same arguments, a fresh SDK: zwoasi holds one library per process, so the
+        # simulator cannot be swapped for the real SDK in place. Our fds are close-on-exec.
+        argv = [sys.executable, "-m", "alpaca_server", *sys.argv[1:]]
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
+    return _finish(code)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -378,7 +492,7 @@ def _run(args: argparse.Namespace) -> int:
             send_timeout=args.send_timeout,
         )
         try:
-            asyncio.run(serve_forever(args, served, ctx))
+            return asyncio.run(serve_forever(args, served, ctx))
         except KeyboardInterrupt:
             _release_cameras(served, 1.0)
         except OSError as exc:

@@ -41,6 +41,9 @@ class SdkInfo:
     tried: list[str] = field(default_factory=list)
     reason: str = ""
     models: list[str] = field(default_factory=list)
+    #: When the simulator stands in because the real SDK saw no camera: that SDK's path, so that a
+    #: camera plugged in later can be noticed (driver.hotplug.AttachProbe).
+    real_path: str | None = None
 
     def describe(self) -> str:
         """One line for logs and `zwo-alpaca list`."""
@@ -162,23 +165,33 @@ def load(sdk_path: str | None = None, simulator: list[str] | None = None,
             log.info("using ZWO SDK %s (%s); %d camera(s) attached", path, where, count)
             return _current
         reason = f"no camera attached to the ZWO SDK at {path}"
+        real_path = path
     except SdkNotFoundError as exc:
         if not fallback_to_simulator:
             raise
         reason = exc.message
-    return _install_simulator([default_sim_model], reason, tried, sim_options)
+        real_path = None
+    return _install_simulator([default_sim_model], reason, tried, sim_options, real_path)
 
 
-def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict | None) -> SdkInfo:
+def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict | None,
+                       real_path: str | None = None) -> SdkInfo:
     global _current
     from . import simulator  # noqa: PLC0415 - only needed when simulating
 
     options = dict(options or {})
     if "lock_dir" not in options and os.environ.get("ZWO_ALPACA_SIM_LOCK_DIR"):
         options["lock_dir"] = os.environ["ZWO_ALPACA_SIM_LOCK_DIR"]
+    if "unplugged" not in options and os.environ.get("ZWO_ALPACA_SIM_UNPLUGGED"):
+        # Slots that start unplugged ("1" or "1,2"): to try hotplug with `sim.replug`.
+        try:
+            options["unplugged"] = [int(x) for x in os.environ["ZWO_ALPACA_SIM_UNPLUGGED"].split(",") if x.strip()]
+        except ValueError:
+            raise SdkError(f"ZWO_ALPACA_SIM_UNPLUGGED={os.environ['ZWO_ALPACA_SIM_UNPLUGGED']!r}: "
+                           "expected slot numbers such as 1 or 1,2") from None
     sim = simulator.install(models=models, **options)
     names = [cam.model.name for cam in sim.cameras]
-    _current = SdkInfo("simulator", None, tried, reason, names)
+    _current = SdkInfo("simulator", None, tried, reason, names, real_path)
     log.warning("using the SIMULATED camera SDK with %s (%s)", ", ".join(names), reason)
     return _current
 

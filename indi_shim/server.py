@@ -296,6 +296,30 @@ class IndiServer:
         for cam, name in zip(self.cameras, names):
             self.devices[name] = CameraDevice(self, cam, name)
 
+    def add_camera(self, cam: Any, timeout: float = 10.0) -> str:
+        """Serve a camera plugged in after start (thread-safe; not from the server's own loop).
+
+        It gets the next free device name, and every client that asked for all devices is sent its
+        definitions, as a driver defining a new device does. Returns the INDI device name.
+        """
+        if not self._started or self.loop.is_closed():
+            raise RuntimeError("the INDI server is not running")
+        return asyncio.run_coroutine_threadsafe(self._add_camera(cam), self.loop).result(timeout)
+
+    async def _add_camera(self, cam: Any) -> str:
+        from .device import CameraDevice, device_names  # local import: device imports this module
+
+        name = device_names(self.cameras + [cam], self.log)[-1]
+        self.cameras.append(cam)
+        dev = CameraDevice(self, cam, name)
+        self.devices[name] = dev
+        dev.attach()
+        for client in list(self.clients):
+            if client.watch_all:
+                dev.send_definitions(client)
+        self.log.info("INDI: serving %s, plugged in after start", name)
+        return name
+
     def start(self, *, listen: bool = True) -> "IndiServer":
         """Start the loop thread and (unless `listen` is False) bind the TCP port."""
         if self._started:

@@ -54,17 +54,18 @@ def _zwoasi():
 
 
 def install(models: Iterable[str] | str = ("asi294mc-pro",), *, seed: int = 0, lock_dir: str | None = None,
-            time_scale: float = 1.0, ambient_c: float = 20.0) -> SimulatedSDK:
+            time_scale: float = 1.0, ambient_c: float = 20.0, unplugged: Iterable[int] = ()) -> SimulatedSDK:
     """Create a simulated SDK with `models` (catalog names, in slot order) and put it under zwoasi.
 
     `seed` fixes star fields, hot pixels, serial numbers and noise; `lock_dir` is where the
     cross-process camera locks live (default: `default_lock_dir()`); `time_scale` speeds up the
-    cooler's dynamics only. Replaces (and shuts down) a previously installed simulator; whatever
+    cooler's dynamics only; `unplugged`: slots whose camera is not plugged in until `replug(slot)`. Replaces (and shuts down) a previously installed simulator; whatever
     other library zwoasi held is simply dropped, not closed. Returns the new SimulatedSDK.
     """
     global _current
     zwoasi = _zwoasi()
-    sdk = SimulatedSDK(models, seed=seed, lock_dir=lock_dir, time_scale=time_scale, ambient_c=ambient_c)
+    sdk = SimulatedSDK(models, seed=seed, lock_dir=lock_dir, time_scale=time_scale, ambient_c=ambient_c,
+                       unplugged=unplugged)
     with _lock:
         old, _current = _current, sdk
         zwoasi.zwolib = sdk.library

@@ -55,7 +55,7 @@ class SimulatedSDK:
     """
 
     def __init__(self, models: Iterable[str] = ("asi294mc-pro",), *, seed: int = 0, lock_dir: str | None = None,
-                 time_scale: float = 1.0, ambient_c: float = AMBIENT_C):
+                 time_scale: float = 1.0, ambient_c: float = AMBIENT_C, unplugged: Iterable[int] = ()):
         models = [models] if isinstance(models, str) else list(models)
         if not models:
             raise ValueError("at least one camera model is needed")
@@ -75,6 +75,9 @@ class SimulatedSDK:
         self.faults = FaultPlan(self)
         self.cameras: list[SimCamera] = [SimCamera(self, slot, m, self.seed, self.time_scale, ambient_c)
                                          for slot, m in enumerate(resolved)]
+        # Slots whose cable is not plugged in yet: they enumerate only after replug() (hotplug tests).
+        for slot in unplugged:
+            self._camera(slot).plugged = False
         self.library = SimulatedLibrary(self)
 
     def __repr__(self) -> str:
@@ -114,7 +117,8 @@ class SimulatedSDK:
         self._camera(slot).unplug(at)
 
     def replug(self, slot: int) -> None:
-        """Plug the camera back in: it enumerates again with the same CameraID, closed."""
+        """Plug the camera (back) in: it enumerates (again) with its CameraID, closed. Also plugs in a
+        camera that started unplugged, as if it were connected after the program started."""
         self._camera(slot).replug()
 
     # ------------------------------------------------------------------ fault injection
