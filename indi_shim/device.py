@@ -35,6 +35,7 @@ from . import protocol as P
 from .blob import EncodedBlob
 from .fits import build_fits, camera_cards, valid_keyword
 from .protocol import ALERT, BUSY, IDLE, OK, Number, Switch, Text, Vector
+from .stream import StreamError, VideoStream
 from .upload import UploadError, UploadTarget
 from .xmlparse import Element
 
@@ -137,6 +138,7 @@ class CameraDevice:
         self._disconnecting = False
         self._upload = UploadTarget(server.upload_dir) if server.upload_dir else None
         self.frames_delivered = 0
+        self.stream = VideoStream(self)  # libindi's streaming properties (CCD_VIDEO_STREAM, ...)
         self._base = self._base_properties()
 
     # ================================================================== properties
@@ -257,6 +259,7 @@ class CameraDevice:
             props.append(self._vec("Switch", "FLIP", "Flip", CONTROLS, "rw", [
                 Switch("FLIP_HORIZONTAL", "Horizontal", bool(flip & 1)),
                 Switch("FLIP_VERTICAL", "Vertical", bool(flip & 2))], rule="AnyOfMany"))
+        props.extend(self.stream.properties())
         return props
 
     # ================================================================== definitions to clients
@@ -325,6 +328,7 @@ class CameraDevice:
                 task.cancel()
         for h in self._guide_timers.values():
             h.cancel()
+        self.stream.on_disconnected()
 
     def _on_core_event(self, event: Any) -> None:
         """Core thread: hand the event to the loop, nothing more (the core requires listeners be quick)."""
@@ -338,6 +342,7 @@ class CameraDevice:
         data = event.data
         if kind == "state":
             self._on_state(data.get("old"), data.get("new"))
+            self.stream.on_core_state()
         elif kind == "frame":
             self._on_frame(data.get("frame"))
         elif kind == "connected":
@@ -378,6 +383,7 @@ class CameraDevice:
 
     def _on_disconnected(self, external: bool) -> None:
         self.generation += 1
+        self.stream.on_disconnected()
         self._clear_ticket()
         self._stop_countdown()
         self._external_exposure = False
@@ -489,7 +495,7 @@ class CameraDevice:
 
     async def _serialized(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
         async with self._op_lock:
-            handler = getattr(self, "_new_" + vec.name.lower(), None)
+            handler = getattr(self, "_new_" + vec.name.lower(), None) or self.stream.handler(vec.name)
             if handler is None:  # pragma: no cover - every writable property has a handler
                 self._reject(client, vec, f"{vec.name} cannot be set")
                 return
@@ -498,7 +504,7 @@ class CameraDevice:
     async def _guarded(self, client: "ClientConnection", vec: Vector, coro: Any) -> None:
         try:
             await coro
-        except _Reject as exc:
+        except (_Reject, StreamError) as exc:
             self._reject(client, vec, exc.message)
         except Exception as exc:
             msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -541,6 +547,7 @@ class CameraDevice:
                 self._define_connected(props)
         else:
             self.generation += 1  # from now on, nothing of the old connection is delivered
+            self.stream.on_disconnected()  # the core's teardown below stops its capture
             self._clear_ticket()
             self._stop_countdown()
             vec.state = BUSY
@@ -574,6 +581,10 @@ class CameraDevice:
         frame_type = FRAME_TYPES.get(self.props["CCD_FRAME_TYPE"].on_switch() or "FRAME_LIGHT", "Light")
         if frame_type == "Bias":
             duration = float(vec["CCD_EXPOSURE_VALUE"].min)
+        if self.stream.active:
+            # As indi_asi (its exposure replaces the video worker), the exposure wins; here the
+            # stream is turned off visibly rather than left showing On.
+            await self.stream.stop("[WARNING] video stream stopped: an exposure was requested")
         if self._ticket is not None or self._external_exposure:
             # libindi aborts a running exposure when a new one is requested.
             await self._do_abort()
