@@ -13,6 +13,7 @@ opened.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -44,11 +45,19 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
         pass
 
 
+def _no_core_dumps() -> None:
+    # KStars 3.6.2 (and kwalletd5, which D-Bus activation starts) sometimes crash; their core files
+    # (tens of MB) would land in the current directory, i.e. the repository.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _popen(args: list[str], log: Path, **kw) -> subprocess.Popen:
-    """Start ``args`` in its own session with stdout+stderr to ``log``."""
+    """Start ``args`` in its own session with stdout+stderr to ``log``, in the log's directory unless
+    ``cwd`` is given (so nothing it or its children write lands in the repository), without core dumps."""
+    kw.setdefault("cwd", str(log.parent))
     with open(log, "wb") as fh:
         return subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **kw)
+                                start_new_session=True, preexec_fn=_no_core_dumps, **kw)
 
 
 def _tail(path: Path, lines: int = 60) -> str:
