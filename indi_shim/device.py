@@ -328,7 +328,7 @@ class CameraDevice:
                 task.cancel()
         for h in self._guide_timers.values():
             h.cancel()
-        self.stream.on_disconnected()
+        self.stream.shutdown()  # server stopping: a recording's file is closed before the process exits
 
     def _on_core_event(self, event: Any) -> None:
         """Core thread: hand the event to the loop, nothing more (the core requires listeners be quick)."""

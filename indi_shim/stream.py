@@ -11,7 +11,10 @@ defaults and the "Streaming" tab follow libindi (libs/indibase/stream/streammana
 * ``CCD_STREAM_FRAME`` (``X``, ``Y``, ``WIDTH``, ``HEIGHT``): a crop of the *binned* capture frame,
   reset to the whole frame whenever the capture frame's size changes (libindi's setSize).
 * ``CCD_STREAM_ENCODER``: ``RAW`` only (no JPEG encoder is installed with this project).
-* ``LIMITS`` (``LIMITS_BUFFER_MAX`` MB, ``LIMITS_PREVIEW_FPS``): the preview rate cap.
+* ``LIMITS`` (``LIMITS_BUFFER_MAX`` MB, ``LIMITS_PREVIEW_FPS``): the preview rate cap; the buffer
+  limit bounds the frames queued for the SER recorder.
+* ``RECORD_STREAM``, ``RECORD_FILE``, ``RECORD_OPTIONS``, ``CCD_STREAM_RECORDER``: SER recording of
+  the full-depth frames, in `recorder.py`; this module hands it every counted frame.
 
 Frames go out in the ``CCD1`` BLOB with format ``.stream`` and size = the payload length, as
 libindi's RawEncoder sends them. KStars decides how to draw a ``.stream`` payload from its size
@@ -39,6 +42,7 @@ import numpy as np
 from . import protocol as P
 from .blob import EncodedBlob
 from .protocol import ALERT, BUSY, IDLE, OK, Number, Switch, Vector
+from .recorder import RecordError, StreamRecorder
 
 if TYPE_CHECKING:
     from .device import CameraDevice
@@ -47,8 +51,8 @@ if TYPE_CHECKING:
 STREAM_TAB = "Streaming"
 STREAM_FORMAT = ".stream"  # libindi RawEncoder, uncompressed
 FPS_PUBLISH_S = 0.5  # FPS is pushed at most this often (libindi: every 100 ms window; KStars shows it)
-STREAM_PROPERTIES = ("CCD_VIDEO_STREAM", "STREAM_DELAY", "STREAMING_EXPOSURE", "FPS", "CCD_STREAM_FRAME",
-                     "CCD_STREAM_ENCODER", "LIMITS")
+STREAM_PROPERTIES = ("CCD_VIDEO_STREAM", "STREAM_DELAY", "STREAMING_EXPOSURE", "FPS", "RECORD_STREAM", "RECORD_FILE",
+                     "RECORD_OPTIONS", "CCD_STREAM_FRAME", "CCD_STREAM_ENCODER", "CCD_STREAM_RECORDER", "LIMITS")
 
 
 class StreamError(Exception):
@@ -82,6 +86,7 @@ class VideoStream:
         self._divisor = 1
         self._preview_fps = 10.0
         self._fps_task: asyncio.Task[None] | None = None
+        self.recorder = StreamRecorder(self)  # RECORD_STREAM & co.: SER files of this stream's frames
 
     # ================================================================== definitions
     def properties(self) -> list[Vector]:
@@ -94,6 +99,7 @@ class VideoStream:
         w, h = self._binned_size()
         self._src = (w, h)
         self._crop = (0, 0, w, h)
+        rec = self.recorder.properties()
         return [
             vec("Switch", "CCD_VIDEO_STREAM", "Video Stream", STREAM_TAB, "rw",
                 [Switch("STREAM_ON", "Stream On"), Switch("STREAM_OFF", "Stream Off", True)],
@@ -107,11 +113,14 @@ class VideoStream:
             vec("Number", "FPS", "FPS", STREAM_TAB, "ro", [
                 Number("EST_FPS", "Instant.", "%.2f", 0, 999, 0, 0),
                 Number("AVG_FPS", "Average (1 sec.)", "%.2f", 0, 999, 0, 0)]),
+            # libindi's definition order: the recording set sits between FPS and the stream frame.
+            rec["RECORD_STREAM"], rec["RECORD_FILE"], rec["RECORD_OPTIONS"],
             vec("Number", "CCD_STREAM_FRAME", "Frame", STREAM_TAB, "rw", [
                 Number("X", "Left", "%.f", 0, max(0, w - 1), 0, 0), Number("Y", "Top", "%.f", 0, max(0, h - 1), 0, 0),
                 Number("WIDTH", "Width", "%.f", 1, w, 0, w), Number("HEIGHT", "Height", "%.f", 1, h, 0, h)]),
             vec("Switch", "CCD_STREAM_ENCODER", "Encoder", STREAM_TAB, "rw", [Switch("RAW", "RAW", True)],
                 rule="OneOfMany", timeout=0),
+            rec["CCD_STREAM_RECORDER"],
             vec("Number", "LIMITS", "Limits", STREAM_TAB, "rw", [
                 Number("LIMITS_BUFFER_MAX", "Maximum Buffer Size (MB)", "%.0f", 1, 65536, 1, 512),
                 Number("LIMITS_PREVIEW_FPS", "Maximum Preview FPS", "%.0f", 1, 120, 1, self._preview_fps)],
@@ -120,6 +129,14 @@ class VideoStream:
 
     def handler(self, name: str) -> Callable[..., Any] | None:
         """The coroutine handling a client's new value for `name`, if it is a stream property."""
+        rec = self.recorder.handler(name)
+        if rec is not None:
+            async def recording(client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
+                try:
+                    await rec(client, vec, values)
+                except RecordError as exc:  # the device answers StreamError with Alert + message
+                    raise StreamError(exc.message) from None
+            return recording
         return {
             "CCD_VIDEO_STREAM": self._new_video_stream, "STREAMING_EXPOSURE": self._new_streaming_exposure,
             "CCD_STREAM_FRAME": self._new_stream_frame, "CCD_STREAM_ENCODER": self._new_encoder,
@@ -175,9 +192,11 @@ class VideoStream:
             await self.dev.server.call(self.dev.cam.stop_capture)
         self._publish_off(message)
 
-    def _halt(self) -> None:
-        """Forget the running stream at once (no camera call): later frames are dropped."""
+    def _halt(self, alert: str | None = None) -> None:
+        """Forget the running stream at once (no camera call): later frames are dropped, a recording
+        is closed (`alert`: why the capture failed, for RECORD_STREAM)."""
         self.active = False
+        self.recorder.on_stream_halted(alert)
         with self._lock:
             self._session += 1
             self._encoding = False
@@ -204,6 +223,12 @@ class VideoStream:
         """The camera was disconnected (the core's teardown already stopped its capture)."""
         self._halt()
 
+    def shutdown(self) -> None:
+        """Server shutdown: close a recording's file within a bounded time (queued frames are dropped),
+        then forget the stream."""
+        self.recorder.shutdown()
+        self._halt()
+
     def on_core_state(self) -> None:
         """The core's state changed: if its capture ended on its own (an error), say the stream stopped."""
         if not self.active:
@@ -211,12 +236,14 @@ class VideoStream:
         st = self.dev.cam.status()
         # While the core reconnects after an unplug its capture intent stays set and video resumes.
         if not st.capturing:
-            self._halt()
-            self._publish_off(f"[ERROR] the video stream stopped: {st.error or 'the camera ended video capture'}",
-                              ALERT)
+            why = f"[ERROR] the video stream stopped: {st.error or 'the camera ended video capture'}"
+            self._halt(alert=why)
+            self._publish_off(why, ALERT)
 
     async def _new_streaming_exposure(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
         self.dev._require_connected(vec)
+        if self.recorder.recording:  # a change restarts the capture, which would end the recording
+            raise StreamError("STREAMING_EXPOSURE cannot change while recording; send RECORD_STREAM.RECORD_OFF first")
         div = values.get("STREAMING_DIVISOR_VALUE", vec["STREAMING_DIVISOR_VALUE"].value)
         if abs(div - round(div)) > 1e-9:
             raise StreamError(f"STREAMING_EXPOSURE.STREAMING_DIVISOR_VALUE must be a whole number 1..15, "
@@ -240,6 +267,8 @@ class VideoStream:
 
     async def _new_stream_frame(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
         self.dev._require_connected(vec)
+        if self.recorder.recording:  # libindi: "Recording device is busy" (a SER file has one size)
+            raise StreamError("CCD_STREAM_FRAME cannot change while recording; send RECORD_STREAM.RECORD_OFF first")
         if not self.active:
             self._refresh_src()
         sw, sh = self._src
@@ -284,6 +313,7 @@ class VideoStream:
     def _on_frame(self, frame: Any, session: int) -> None:
         """Core capture thread: measure, pick, convert; never blocks on the loop or a client."""
         now = time.monotonic()
+        now_ns = time.time_ns()
         with self._lock:
             if session != self._session:
                 return
@@ -291,6 +321,13 @@ class VideoStream:
             if self._divisor > 1 and self._counted % self._divisor == 0:
                 return  # libindi drops every N-th frame before counting it
             self._times.append(now)
+            rec_crop, rec_src = self._crop, self._src
+        # Every counted frame is recorded (full depth), whatever the preview rate; the recorder only
+        # copies and queues it. Outside the lock: the copy of a big frame takes milliseconds.
+        self.recorder.on_frame(frame, rec_crop, rec_src, now_ns)
+        with self._lock:
+            if session != self._session:
+                return
             interval = 1.0 / max(self._preview_fps, 1e-3)
             # 10 % slack: a camera running exactly at the cap must not lose every other frame.
             if self._encoding or (self._last_sent and now - self._last_sent < interval * 0.9):
