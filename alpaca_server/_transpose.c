@@ -130,35 +130,6 @@ static inline void block8_u16_simd(const uint16_t *s, ptrdiff_t ss, uint16_t *d,
 #endif
 }
 
-/* Columns [x0, x1) of src (rows x cols, `pitch` items from one row to the next) into rows
- * [x0, x1) of dst (cols x rows, contiguous), 16-bit items. */
-static void swap_u16(const uint16_t *src, uint16_t *dst, ptrdiff_t rows, ptrdiff_t pitch,
-                     ptrdiff_t x0, ptrdiff_t x1, int simd)
-{
-    for (ptrdiff_t yb = 0; yb < rows; yb += TILE_ROWS) {
-        ptrdiff_t ye = yb + TILE_ROWS < rows ? yb + TILE_ROWS : rows;
-        for (ptrdiff_t xb = x0; xb < x1; xb += TILE_COLS) {
-            ptrdiff_t xe = xb + TILE_COLS < x1 ? xb + TILE_COLS : x1;
-            ptrdiff_t x = xb;
-            for (; x + 8 <= xe; x += 8) {
-                ptrdiff_t y = yb;
-                if (simd)
-                    for (; y + 8 <= ye; y += 8)
-                        block8_u16_simd(src + y * pitch + x, pitch, dst + x * rows + y, rows);
-                else
-                    for (; y + 8 <= ye; y += 8)
-                        block8_u16_scalar(src + y * pitch + x, pitch, dst + x * rows + y, rows);
-                for (; y < ye; y++)
-                    for (ptrdiff_t i = 0; i < 8; i++)
-                        dst[(x + i) * rows + y] = src[y * pitch + x + i];
-            }
-            for (; x < xe; x++)
-                for (ptrdiff_t y = yb; y < ye; y++)
-                    dst[x * rows + y] = src[y * pitch + x];
-        }
-    }
-}
-
 /* 8x8 block of bytes: s[i * ss + j] -> d[j * ds + i]. */
 static inline void block8_u8_scalar(const uint8_t *s, ptrdiff_t ss, uint8_t *d, ptrdiff_t ds)
 {
@@ -214,33 +185,39 @@ static inline void block8_u8_simd(const uint8_t *s, ptrdiff_t ss, uint8_t *d, pt
 #endif
 }
 
-/* The same walk as swap_u16, for 8-bit items (RAW8 and Y8 frames). */
-static void swap_u8(const uint8_t *src, uint8_t *dst, ptrdiff_t rows, ptrdiff_t pitch,
-                    ptrdiff_t x0, ptrdiff_t x1, int simd)
-{
-    for (ptrdiff_t yb = 0; yb < rows; yb += TILE_ROWS) {
-        ptrdiff_t ye = yb + TILE_ROWS < rows ? yb + TILE_ROWS : rows;
-        for (ptrdiff_t xb = x0; xb < x1; xb += TILE_COLS) {
-            ptrdiff_t xe = xb + TILE_COLS < x1 ? xb + TILE_COLS : x1;
-            ptrdiff_t x = xb;
-            for (; x + 8 <= xe; x += 8) {
-                ptrdiff_t y = yb;
-                if (simd)
-                    for (; y + 8 <= ye; y += 8)
-                        block8_u8_simd(src + y * pitch + x, pitch, dst + x * rows + y, rows);
-                else
-                    for (; y + 8 <= ye; y += 8)
-                        block8_u8_scalar(src + y * pitch + x, pitch, dst + x * rows + y, rows);
-                for (; y < ye; y++)
-                    for (ptrdiff_t i = 0; i < 8; i++)
-                        dst[(x + i) * rows + y] = src[y * pitch + x + i];
-            }
-            for (; x < xe; x++)
-                for (ptrdiff_t y = yb; y < ye; y++)
-                    dst[x * rows + y] = src[y * pitch + x];
-        }
+/* Columns [x0, x1) of src (rows x cols, `pitch` items from one row to the next) into rows [x0, x1)
+ * of dst (cols x rows, contiguous): the tiles in 8x8 blocks (SIMD or portable kernel), the ragged
+ * edges element by element. One walk for both item sizes, so the two cannot drift apart. */
+#define DEFINE_SWAP(NAME, T, SIMD_BLOCK, SCALAR_BLOCK)                                              \
+    static void NAME(const T *src, T *dst, ptrdiff_t rows, ptrdiff_t pitch, ptrdiff_t x0,          \
+                     ptrdiff_t x1, int simd)                                                       \
+    {                                                                                              \
+        for (ptrdiff_t yb = 0; yb < rows; yb += TILE_ROWS) {                                       \
+            ptrdiff_t ye = yb + TILE_ROWS < rows ? yb + TILE_ROWS : rows;                          \
+            for (ptrdiff_t xb = x0; xb < x1; xb += TILE_COLS) {                                    \
+                ptrdiff_t xe = xb + TILE_COLS < x1 ? xb + TILE_COLS : x1;                          \
+                ptrdiff_t x = xb;                                                                  \
+                for (; x + 8 <= xe; x += 8) {                                                      \
+                    ptrdiff_t y = yb;                                                              \
+                    if (simd)                                                                      \
+                        for (; y + 8 <= ye; y += 8)                                                \
+                            SIMD_BLOCK(src + y * pitch + x, pitch, dst + x * rows + y, rows);      \
+                    else                                                                           \
+                        for (; y + 8 <= ye; y += 8)                                                \
+                            SCALAR_BLOCK(src + y * pitch + x, pitch, dst + x * rows + y, rows);    \
+                    for (; y < ye; y++)                                                            \
+                        for (ptrdiff_t i = 0; i < 8; i++)                                          \
+                            dst[(x + i) * rows + y] = src[y * pitch + x + i];                      \
+                }                                                                                  \
+                for (; x < xe; x++)                                                                \
+                    for (ptrdiff_t y = yb; y < ye; y++)                                            \
+                        dst[x * rows + y] = src[y * pitch + x];                                    \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+
+DEFINE_SWAP(swap_u16, uint16_t, block8_u16_simd, block8_u16_scalar)
+DEFINE_SWAP(swap_u8, uint8_t, block8_u8_simd, block8_u8_scalar)
 
 PyDoc_STRVAR(swap_axes_doc,
 "swap_axes(src, dst, x0, x1, simd=True)\n"

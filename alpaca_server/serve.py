@@ -56,26 +56,20 @@ def driver_version(version: str) -> str:
     return ".".join(parts[:2]) if len(parts) >= 2 else version
 
 
-def _send_timeout(text: str) -> float:
-    """``--send-timeout``: seconds, 1 to 3600."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 1.0 <= value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"{value:g} s is out of range: 1 to 3600 seconds")
-    return value
+def _seconds(low: float, high: float, *, zero_means: str | None = None) -> Callable[[str], float]:
+    """An argparse type: seconds from ``low`` to ``high``, and 0 too when ``zero_means`` says what 0 does."""
+    allowed = f"0 ({zero_means}) or {low:g} to {high:g} seconds" if zero_means else f"{low:g} to {high:g} seconds"
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not (low <= value <= high or (zero_means and value == 0)):
+            raise argparse.ArgumentTypeError(f"{text} s is out of range: {allowed}")
+        return value
 
-def _hotplug_interval(text: str) -> float:
-    """``--hotplug-interval``: seconds, 0 (off) or 0.5 to 3600."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value != 0 and not 0.5 <= value <= 3600.0:
-        raise argparse.ArgumentTypeError(f"{value:g} s is out of range: 0 (off) or 0.5 to 3600 seconds")
-    return value
+    return parse
 
 
 def add_parser(subparsers: Any) -> None:
@@ -100,10 +94,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--upload-dir", metavar="DIR", default=None,
                    help="directory INDI clients may upload FITS into (UPLOAD_LOCAL/BOTH); off when not given "
                         "(default: $ZWO_ALPACA_UPLOAD_DIR)")
-    p.add_argument("--send-timeout", type=_send_timeout, default=60.0, metavar="SECONDS",
+    p.add_argument("--send-timeout", type=_seconds(1.0, 3600.0), default=60.0, metavar="SECONDS",
                    help="drop a client that reads nothing of an image for this long, freeing the frame it holds "
                         "(default 60; 1 to 3600)")
-    p.add_argument("--hotplug-interval", type=_hotplug_interval, default=3.0, metavar="SECONDS",
+    p.add_argument("--hotplug-interval", type=_seconds(0.5, 3600.0, zero_means="off"), default=3.0, metavar="SECONDS",
                    help="look for cameras plugged in after start this often (default 3; 0 = never). With the "
                         "simulator standing in for a missing camera, a real one plugged in restarts the server on it")
     p.add_argument("--no-discovery", action="store_true", help="do not answer Alpaca discovery broadcasts")

@@ -35,40 +35,36 @@ log = logging.getLogger("zwo_alpaca.hotplug")
 DEFAULT_INTERVAL_S = 3.0
 
 
-class CameraWatcher:
-    """Calls ``on_new(info)`` (in its own thread) for each camera plugged in after start-up.
+class _Periodic:
+    """A daemon thread that calls ``_tick()`` every ``interval`` seconds until ``stop()`` or until
+    ``_tick`` returns True; ``stop`` ends the wait at once and joins with a bounded wait."""
 
-    ``served()`` returns the CameraInfos of the cameras already served (called every time something
-    changed on the bus, so it sees cameras added meanwhile). ``on_new`` may block (it usually opens
-    the camera's properties); exceptions it raises are logged and the camera is offered again at the
-    next change.
-    """
+    thread_name = "zwo-hotplug"
 
-    def __init__(self, served: Callable[[], Iterable[CameraInfo]], on_new: Callable[[CameraInfo], None], *,
-                 interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None) -> None:
+    def __init__(self, interval: float, logger: logging.Logger | None) -> None:
         if interval <= 0:
             raise ValueError("interval must be > 0")
-        self._served = served
-        self._on_new = on_new
         self.interval = float(interval)
         self.log = logger or log
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Camera IDs on the bus at the last look; None until the first one (taken at start()).
-        self._seen: set[int] | None = None
-        self.ticks = 0
-        self.added = 0
 
-    def start(self) -> "CameraWatcher":
-        """Take the current bus as the baseline and start watching."""
+    def _begin(self) -> None:
+        """Runs in start(), before the thread."""
+
+    def _tick(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> "_Periodic":
+        """Start (once)."""
         if self._thread is None:
-            self._seen = self._bus_ids()
-            self._thread = threading.Thread(target=self._run, name="zwo-hotplug", daemon=True)
+            self._begin()
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop watching; returns within ``timeout`` (a tick in progress finishes in the background)."""
+        """Stop; returns within ``timeout`` (a tick in progress finishes in the background)."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -77,9 +73,39 @@ class CameraWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.check()
-            except Exception:  # noqa: BLE001 - a watcher must outlive one bad look at the bus
-                self.log.exception("hotplug: looking for new cameras failed; trying again in %.0f s", self.interval)
+                if self._tick():
+                    return
+            except Exception:  # noqa: BLE001 - a watcher must outlive one bad look
+                self.log.exception("hotplug: %s failed; trying again in %.0f s", self.thread_name, self.interval)
+
+
+class CameraWatcher(_Periodic):
+    """Calls ``on_new(info)`` (in its own thread) for each camera plugged in after start-up.
+
+    ``served()`` returns the CameraInfos of the cameras already served (called every time something
+    changed on the bus, so it sees cameras added meanwhile). ``on_new`` may block (it usually opens
+    the camera's properties); exceptions it raises are logged and the camera is offered again at the
+    next change.
+    """
+
+    thread_name = "zwo-hotplug"
+
+    def __init__(self, served: Callable[[], Iterable[CameraInfo]], on_new: Callable[[CameraInfo], None], *,
+                 interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None) -> None:
+        super().__init__(interval, logger)
+        self._served = served
+        self._on_new = on_new
+        # Camera IDs on the bus at the last look; None until the first one (taken at start()).
+        self._seen: set[int] | None = None
+        self.ticks = 0
+        self.added = 0
+
+    def _begin(self) -> None:
+        self._seen = self._bus_ids()  # the cameras there at start are not new
+
+    def _tick(self) -> bool:
+        self.check()
+        return False
 
     def _bus(self) -> list[CameraInfo]:
         zwo = _zwo.zwoasi()
@@ -139,7 +165,7 @@ class CameraWatcher:
         return offered
 
 
-class AttachProbe:
+class AttachProbe(_Periodic):
     """Counts the cameras a real libASICamera2 sees while the simulator stands in for it.
 
     The library is loaded with ctypes on its own (not through zwoasi, which holds the simulator);
@@ -147,50 +173,30 @@ class AttachProbe:
     thread, the first time the count is above zero; then the probe stops.
     """
 
+    thread_name = "zwo-attach-probe"
+
     def __init__(self, library_path: str, on_attached: Callable[[int], None], *,
                  interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None) -> None:
+        super().__init__(interval, logger)
         self.path = library_path
         self._count_fn = ctypes.CDLL(library_path).ASIGetNumOfConnectedCameras
         self._count_fn.restype = ctypes.c_int
         self._count_fn.argtypes = []
         self._on_attached = on_attached
-        self.interval = float(interval)
-        self.log = logger or log
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.fired = False
 
     def count(self) -> int:
         """Cameras the real SDK sees now."""
         return int(self._count_fn())
 
-    def start(self) -> "AttachProbe":
-        """Start probing every ``interval`` seconds."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="zwo-attach-probe", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Stop probing (bounded wait)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                n = self.count()
-            except Exception:  # noqa: BLE001 - keep probing; the library itself loaded fine
-                self.log.exception("hotplug: counting cameras with %s failed", self.path)
-                continue
-            if n > 0:
-                self.fired = True
-                self._stop.set()
-                self.log.warning("a ZWO camera is now attached (%d seen by %s)", n, self.path)
-                try:
-                    self._on_attached(n)
-                except Exception:  # noqa: BLE001 - nothing else to do from here
-                    self.log.exception("hotplug: acting on the attached camera failed")
-                return
+    def _tick(self) -> bool:
+        n = self.count()
+        if n <= 0:
+            return False
+        self.fired = True
+        self.log.warning("a ZWO camera is now attached (%d seen by %s)", n, self.path)
+        try:
+            self._on_attached(n)
+        except Exception:  # noqa: BLE001 - nothing else to do from here
+            self.log.exception("hotplug: acting on the attached camera failed")
+        return True

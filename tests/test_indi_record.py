@@ -13,7 +13,6 @@ import errno
 import io
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -26,7 +25,8 @@ import pytest
 
 from conftest import free_port, start_server
 from indi_shim import ser
-from test_indi_support import DEV120, DEV294, IndiServer, PyIndiClient, RawIndi, needs_pyindi, start_indi_server
+from test_indi_support import (DEV120, DEV294, IndiServer, PyIndiClient, RawIndi, definitions, needs_pyindi,
+                               start_indi_server, wait_port)
 
 SW = '<newSwitchVector device="{d}" name="{p}"><oneSwitch name="{m}">On</oneSwitch></newSwitchVector>'
 W120, H120 = 1280, 960
@@ -226,20 +226,9 @@ def cam(srv: IndiServer) -> Iterator[Cam]:
     c.close()
 
 
-def _defs(raw: bytes) -> dict[str, dict[str, str]]:
-    out = {}
-    for m in re.finditer(rb"<def(\w+)Vector ([^>]*)>(.*?)</def\1Vector>", raw, re.S):
-        attrs = {k.decode(): v.decode() for k, v in re.findall(rb'(\w+)="([^"]*)"', m.group(2))}
-        attrs["kind"] = m.group(1).decode()
-        attrs["members"] = ",".join(x.decode() for x in re.findall(rb'<def\w+ name="([^"]+)"', m.group(3)))
-        attrs["body"] = m.group(3).decode()
-        out.setdefault(attrs["device"], {})[attrs["name"]] = attrs
-    return out
-
-
 def test_record_properties_defined_as_libindi(cam: Cam) -> None:
     raw = cam.c.text()
-    defs = _defs(raw)[DEV120]
+    defs = definitions(raw)[DEV120]
     expect = {
         "RECORD_STREAM": ("Switch", "rw", "RECORD_ON,RECORD_DURATION_ON,RECORD_FRAME_ON,RECORD_OFF"),
         "RECORD_FILE": ("Text", "rw", "RECORD_FILE_DIR,RECORD_FILE_NAME"),
@@ -421,7 +410,7 @@ def test_no_upload_dir_refuses_recording_with_how_to(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--indi-port", str(port), simulator="asi120mm-mini",
                           env={"ZWO_ALPACA_UPLOAD_DIR": ""})
     try:
-        _wait_port(port)
+        wait_port(port)
         c = Cam(port)
         mark = c.switch("RECORD_STREAM", "RECORD_ON")
         i = c.wait_state("RECORD_STREAM", "Alert", mark)
@@ -449,16 +438,6 @@ def test_server_shutdown_while_recording_closes_a_valid_file(tmp_path: Path) -> 
     got = read_ser(files[0])
     assert got["frames"] >= 2 and len(got["stamps"]) == got["frames"]
 
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"INDI port {port} never opened")
 
 
 

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import alpaca_get, alpaca_put, free_port, start_server
-from test_indi_support import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, RawIndi, blob_payloads, needs_pyindi
+from test_indi_support import (DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, RawIndi, blob_payloads, definitions,
+                               needs_pyindi, wait_port)
 
 NUM = '<newNumberVector device="{d}" name="{p}">{m}</newNumberVector>'
 SW = '<newSwitchVector device="{d}" name="{p}"><oneSwitch name="{m}">On</oneSwitch></newSwitchVector>'
@@ -34,13 +35,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndiServer]:
     workdir = tmp_path_factory.mktemp("indi-stream")
     port = free_port()
     server = start_server(workdir, "--indi-port", str(port), log_level="debug")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_port(port)
     s = IndiServer(server, port, workdir / "uploads")
     yield s
     server.stop()
@@ -98,18 +93,6 @@ def cam120(srv: IndiServer) -> Iterator[Cam]:
     c.close()
 
 
-def _defs(raw: bytes) -> dict[str, dict[str, str]]:
-    """Attributes of every def*Vector, by property name, plus its member names under "members"."""
-    out = {}
-    for m in re.finditer(rb"<def(\w+)Vector ([^>]*)>(.*?)</def\1Vector>", raw, re.S):
-        attrs = {k.decode(): v.decode() for k, v in re.findall(rb'(\w+)="([^"]*)"', m.group(2))}
-        attrs["kind"] = m.group(1).decode()
-        attrs["members"] = ",".join(x.decode() for x in re.findall(rb'<def\w+ name="([^"]+)"', m.group(3)))
-        attrs["body"] = m.group(3).decode()
-        out[attrs["name"]] = attrs
-    return out
-
-
 def _last_numbers(raw: bytes, prop: str) -> dict[str, float]:
     sets = re.findall(rb'<setNumberVector [^>]*name="' + prop.encode() + rb'"[^>]*>(.*?)</setNumberVector>', raw, re.S)
     assert sets, f"no {prop} update"
@@ -118,7 +101,7 @@ def _last_numbers(raw: bytes, prop: str) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ tests
 def test_stream_properties_defined_as_libindi(cam120: Cam) -> None:
-    defs = _defs(cam120.c.text())
+    defs = definitions(cam120.c.text())[DEV120]
     expect = {  # name: (kind, perm, members) as libindi's StreamManager defines them for a CCD
         "CCD_VIDEO_STREAM": ("Switch", "rw", "STREAM_ON,STREAM_OFF"),
         "STREAM_DELAY": ("Number", "ro", "STREAM_DELAY_TIME"),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import threading
 import time
@@ -51,17 +52,37 @@ def start_indi_server(workdir: Path, simulator: str = "asi294mc-pro,asi120mm-min
     uploads = workdir / "uploads"
     server = start_server(workdir, "--indi-port", str(indi_port), simulator=simulator,
                           env={"ZWO_ALPACA_UPLOAD_DIR": str(uploads)})
-    deadline = time.monotonic() + 15
+    try:
+        wait_port(indi_port)
+    except TimeoutError:
+        server.stop()
+        raise RuntimeError(f"INDI port {indi_port} never opened:\n{server.log_text()}") from None
+    return IndiServer(server, indi_port, uploads)
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port``; TimeoutError if not."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", indi_port), timeout=0.5).close()
-            break
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
         except OSError:
             time.sleep(0.1)
-    else:
-        server.stop()
-        raise RuntimeError(f"INDI port {indi_port} never opened:\n{server.log_text()}")
-    return IndiServer(server, indi_port, uploads)
+    raise TimeoutError(f"port {port} never opened")
+
+
+def definitions(raw: bytes) -> dict[str, dict[str, dict[str, str]]]:
+    """Every def*Vector in ``raw``: device -> property -> its attributes, plus "kind" (Switch,
+    Number...), "members" (member names, comma-separated) and "body" (the XML inside)."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for m in re.finditer(rb"<def(\w+)Vector ([^>]*)>(.*?)</def\1Vector>", raw, re.S):
+        attrs = {k.decode(): v.decode() for k, v in re.findall(rb'(\w+)="([^"]*)"', m.group(2))}
+        attrs["kind"] = m.group(1).decode()
+        attrs["members"] = ",".join(x.decode() for x in re.findall(rb'<def\w+ name="([^"]+)"', m.group(3)))
+        attrs["body"] = m.group(3).decode()
+        out.setdefault(attrs["device"], {})[attrs["name"]] = attrs
+    return out
 
 
 # ------------------------------------------------------------------------------------- PyIndi

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import requests
 
 from conftest import alpaca_get, free_port
 from indi_shim.fits import read_fits
-from test_indi_support import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, start_indi_server
+from test_indi_support import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, start_indi_server, wait_port
 
 needs_indi_bin = pytest.mark.skipif(shutil.which("indiserver") is None or shutil.which("indi_getprop") is None,
                                     reason="Debian's indi-bin is not installed (scripts/bootstrap test installs it)")
@@ -43,17 +42,6 @@ def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 def getprop(port: int, *specs: str, t: int = 3) -> dict[str, str]:
     out = run("indi_getprop", "-p", str(port), "-t", str(t), *specs).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port} never opened")
 
 
 def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> None:
