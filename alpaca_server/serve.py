@@ -360,8 +360,15 @@ def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext,
             name = indi.add_camera(dev.cam)
             log.info("hotplug: %s is INDI device %r", dev.name, name)
 
+    from driver import CameraState  # noqa: PLC0415
+
+    on_the_wire = {CameraState.CONNECTING, CameraState.READING, CameraState.CAPTURING}
+
+    def busy() -> bool:
+        return any(d.cam.status().state in on_the_wire for d in list(served.devices.values()))
+
     watcher = hotplug.CameraWatcher(lambda: [d.cam.info for d in list(served.devices.values()) if d.cam.info],
-                                    on_new, interval=interval)
+                                    on_new, interval=interval, busy=busy)
     return watcher.start()
 
 

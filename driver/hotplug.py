@@ -91,10 +91,16 @@ class CameraWatcher(_Periodic):
     thread_name = "zwo-hotplug"
 
     def __init__(self, served: Callable[[], Iterable[CameraInfo]], on_new: Callable[[CameraInfo], None], *,
-                 interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None) -> None:
+                 interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None,
+                 busy: Callable[[], bool] | None = None) -> None:
         super().__init__(interval, logger)
         self._served = served
         self._on_new = on_new
+        # While this says True the bus is left alone: enumerating rescans USB, and a frame being read
+        # out or a video stream of a served camera matters more than noticing a new camera a few
+        # seconds sooner. A long exposure (nothing on the wire) does not count as busy.
+        self._busy = busy
+        self.skipped = 0
         # Camera IDs on the bus at the last look; None until the first one (taken at start()).
         self._seen: set[int] | None = None
         self.ticks = 0
@@ -104,6 +110,9 @@ class CameraWatcher(_Periodic):
         self._seen = self._bus_ids()  # the cameras there at start are not new
 
     def _tick(self) -> bool:
+        if self._busy is not None and self._busy():
+            self.skipped += 1
+            return False
         self.check()
         return False
 

@@ -206,3 +206,31 @@ def _answers(server: ServerProcess) -> bool:
         return requests.get(server.url("/management/apiversions"), timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_the_watcher_leaves_the_bus_alone_while_a_camera_is_busy(tmp_path: Path) -> None:
+    from driver import hotplug, sdk  # noqa: PLC0415
+    from driver import simulator as simmod  # noqa: PLC0415
+
+    sdk.load(simulator=["asi294mc-pro", "asi120mm-mini"], sim_options={"lock_dir": str(tmp_path), "unplugged": [1]})
+    sim = simmod.current()
+    try:
+        served = sdk.enumerate_cameras()
+        assert [c.model for c in served] == ["ASI294MC Pro"]
+        busy = [True]
+        offered: list = []
+        watcher = hotplug.CameraWatcher(lambda: served, offered.append, interval=60, busy=lambda: busy[0])
+        watcher.start()  # the baseline: camera 0 only
+        try:
+            sim.replug(1)
+            watcher._tick()  # noqa: SLF001 - one tick, as the thread would run it
+            assert offered == [] and watcher.skipped == 1
+            busy[0] = False
+            watcher._tick()  # noqa: SLF001
+            assert [c.model for c in offered] == ["ASI120MM Mini"] and offered[0].serial
+            watcher._tick()  # noqa: SLF001 - seen now: not offered twice
+            assert len(offered) == 1
+        finally:
+            watcher.stop()
+    finally:
+        simmod.uninstall()
