@@ -80,10 +80,8 @@ def transpose_to_width_major(data: np.ndarray, out: np.ndarray | None = None) ->
     if rows * cols <= _SMALL:
         out[...] = data.swapaxes(0, 1)
         return out
-    for y0 in range(0, rows, _TILE):
-        band = data[y0 : y0 + _TILE]
-        for x0 in range(0, cols, _TILE):
-            out[x0 : x0 + _TILE, y0 : y0 + _TILE] = band[:, x0 : x0 + _TILE].swapaxes(0, 1)
+    for x0 in range(0, cols, _TILE):
+        numpy_band(data, out, x0, min(x0 + _TILE, cols))
     return out
 
 
@@ -168,18 +166,24 @@ def _swap_columns(data: np.ndarray, out: np.ndarray, x0: int, x1: int) -> bool:
     return True
 
 
+def numpy_band(data: np.ndarray, out: np.ndarray, x0: int, x1: int) -> None:
+    """numpy's way (the fallback): columns [x0, x1) of ``data`` into rows [x0, x1) of ``out``, in
+    _TILE-row tiles so both sides of each tile stay in cache."""
+    src = data[:, x0:x1]
+    dst = out[x0:x1]
+    for y0 in range(0, data.shape[0], _TILE):
+        dst[:, y0:y0 + _TILE] = src[y0:y0 + _TILE].swapaxes(0, 1)
+
+
 def _transpose_bands(data: np.ndarray, out: np.ndarray, futures: tuple[concurrent.futures.Future, ...],
                      first: int, step: int) -> None:
     """Transpose bands ``first, first + step, ...`` of ``data`` into ``out``; finish each band's future."""
-    rows = data.shape[0]
     for k in range(first, len(futures), step):
         x0 = k * BAND
         try:
-            if not _swap_columns(data, out, x0, min(x0 + BAND, data.shape[1])):
-                src = data[:, x0:x0 + BAND]
-                dst = out[x0:x0 + BAND]
-                for y0 in range(0, rows, _TILE):
-                    dst[:, y0:y0 + _TILE] = src[y0:y0 + _TILE].swapaxes(0, 1)
+            x1 = min(x0 + BAND, data.shape[1])
+            if not _swap_columns(data, out, x0, x1):
+                numpy_band(data, out, x0, x1)
         except BaseException as exc:  # noqa: BLE001 - delivered to whoever waits for this band
             futures[k].set_exception(exc)
         else:

@@ -30,7 +30,6 @@ from driver.errors import (
     InvalidValueError,
     NotConnectedError,
     NotSupportedError,
-    SdkError,
     SdkNotFoundError,
 )
 
@@ -84,6 +83,17 @@ def not_implemented(what: str) -> AlpacaError:
     return AlpacaError(NOT_IMPLEMENTED, f"{what} is not implemented by this camera")
 
 
+# Core failure class -> ASCOM error number, checked in order (SdkError and anything else: DRIVER_ERROR).
+_ERROR_NUMBERS: tuple[tuple[type[CameraError], int], ...] = (
+    (NotConnectedError, NOT_CONNECTED),
+    (InvalidValueError, INVALID_VALUE),
+    (InvalidOperationError, INVALID_OPERATION),
+    (NotSupportedError, NOT_IMPLEMENTED),
+    (CameraGoneError, CAMERA_GONE),
+    (SdkNotFoundError, SDK_NOT_FOUND),
+)
+
+
 def error_from_exception(exc: BaseException) -> AlpacaError | None:
     """Map a device-core error to its ASCOM error; None for anything that is not a core error.
 
@@ -94,21 +104,10 @@ def error_from_exception(exc: BaseException) -> AlpacaError | None:
     if not isinstance(exc, CameraError):
         return None
     message = exc.message or exc.__class__.__name__
-    if isinstance(exc, NotConnectedError):
-        return AlpacaError(NOT_CONNECTED, message)
-    if isinstance(exc, InvalidValueError):
-        return AlpacaError(INVALID_VALUE, message)
-    if isinstance(exc, InvalidOperationError):
-        return AlpacaError(INVALID_OPERATION, message)
-    if isinstance(exc, NotSupportedError):
-        return AlpacaError(NOT_IMPLEMENTED, message)
-    if isinstance(exc, CameraGoneError):
-        return AlpacaError(CAMERA_GONE, message)
-    if isinstance(exc, SdkNotFoundError):
-        return AlpacaError(SDK_NOT_FOUND, message)
-    if isinstance(exc, SdkError):
-        return AlpacaError(DRIVER_ERROR, message)
-    return AlpacaError(DRIVER_ERROR, message)
+    for kind, number in _ERROR_NUMBERS:
+        if isinstance(exc, kind):
+            return AlpacaError(number, message)
+    return AlpacaError(DRIVER_ERROR, message)  # SdkError and any other core failure
 
 
 class TransactionCounter:

@@ -320,7 +320,8 @@ def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext,
     to appear while the simulator stands in for a missing one restarts the server on it.
     """
     interval = float(getattr(args, "hotplug_interval", 0.0) or 0.0)
-    if interval <= 0:
+    config = ctx.config
+    if interval <= 0 or config is None:
         return None
     from driver import hotplug  # noqa: PLC0415
 
@@ -347,15 +348,14 @@ def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext,
             forced = 0
             while forced in numbers:
                 forced += 1
-        dev = new_device(served, ctx.config or Config.load(None), ctx.codec_pool, info, forced)
+        dev = new_device(served, config, ctx.codec_pool, info, forced)
 
         def publish() -> None:
             served.devices[dev.number] = dev  # the same dict as ctx.devices
             log.info("hotplug: %s is Alpaca camera %d", dev.name, dev.number)
 
         asyncio.run_coroutine_threadsafe(_call(publish), loop).result(10)
-        if ctx.config is not None:
-            ctx.config.save()
+        config.save()
         if indi is not None and hasattr(indi, "add_camera"):
             name = indi.add_camera(dev.cam)
             log.info("hotplug: %s is INDI device %r", dev.name, name)
@@ -369,6 +369,7 @@ def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext,
 
     watcher = hotplug.CameraWatcher(lambda: [d.cam.info for d in list(served.devices.values()) if d.cam.info],
                                     on_new, interval=interval, busy=busy)
+    log.info("hotplug: looking for new cameras every %g s", interval)
     return watcher.start()
 
 
@@ -409,8 +410,7 @@ async def serve_forever(args: argparse.Namespace, served: Served, ctx: ServerCon
     discovery = _maybe_discovery(args, port)
     indi = await _maybe_indi(args, served)
     ctx.http_port = port
-    watcher = await loop.run_in_executor(None, _start_hotplug, args, served, ctx, indi, loop, restart) \
-        if getattr(args, "hotplug_interval", 0) else None
+    watcher = await loop.run_in_executor(None, _start_hotplug, args, served, ctx, indi, loop, restart)
     try:
         await stop.wait()
     finally:

@@ -39,11 +39,8 @@ from alpaca_server import imagecodec  # noqa: E402
 
 
 def _numpy_tiles(src: np.ndarray, out: np.ndarray) -> None:
-    tile = imagecodec._TILE
-    for y0 in range(0, src.shape[0], tile):
-        band = src[y0:y0 + tile]
-        for x0 in range(0, src.shape[1], tile):
-            out[x0:x0 + tile, y0:y0 + tile] = band[:, x0:x0 + tile].swapaxes(0, 1)
+    for x0 in range(0, src.shape[1], imagecodec._TILE):
+        imagecodec.numpy_band(src, out, x0, min(x0 + imagecodec._TILE, src.shape[1]))
 
 
 def run(reps: int) -> Result:

@@ -24,6 +24,7 @@ import ctypes
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from . import _zwo
 from . import sdk as _sdk
@@ -88,8 +89,6 @@ class CameraWatcher(_Periodic):
     next change.
     """
 
-    thread_name = "zwo-hotplug"
-
     def __init__(self, served: Callable[[], Iterable[CameraInfo]], on_new: Callable[[CameraInfo], None], *,
                  interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None,
                  busy: Callable[[], bool] | None = None) -> None:
@@ -150,8 +149,6 @@ class CameraWatcher(_Periodic):
             for info in fresh:
                 serial = _sdk.probe_serial(info.camera_id)
                 if serial:
-                    from dataclasses import replace  # noqa: PLC0415
-
                     info = replace(info, serial=serial)
                 if info.unique_key in keys or _sdk.claimed(info.camera_id):
                     continue  # one of ours, back after an unplug: its ZWOCamera reconnects to it

@@ -170,8 +170,19 @@ class ClientConnection(asyncio.Protocol):
             return
         self._wakeup.set()
 
+    def discard_unsent_blob(self, device: str, prop: str, fmt: str | None = None) -> bool:
+        """Silently drop this client's queued BLOB of (device, prop) if its sending has not started
+        (and, with ``fmt``, only a BLOB of that format). Whether one was dropped."""
+        old = self._pending_blobs.get((device, prop))
+        if old is None or old.dropped or (fmt is not None and old.blob.fmt != fmt):
+            return False
+        old.dropped = True
+        self.blobs_skipped += 1
+        return True
+
     def send_blob(self, device: str, prop: str, member: str, blob: EncodedBlob, *, state: str = P.OK) -> bool:
-        """Queue a BLOB if this client enabled BLOBs for it; replaces an older unsent one."""
+        """Queue a BLOB if this client enabled BLOBs for it; replaces an older unsent one (and says so:
+        use `discard_unsent_blob` first to replace one silently)."""
         if self._closed or not self.watches(device, prop) or self.blob_mode(device, prop) not in ("Also", "Only"):
             return False
         key = (device, prop)

@@ -205,7 +205,7 @@ class VideoStream:
             self._fps_task = None
         # Frames already queued but not yet started would reach clients after "stream off".
         for c in list(self.dev.server.clients):
-            _drop_unsent(c, (self.dev.name, "CCD1"))
+            c.discard_unsent_blob(self.dev.name, "CCD1", STREAM_FORMAT)
 
     def _publish_off(self, message: str | None = None, state: str = IDLE) -> None:
         vec = self._prop("CCD_VIDEO_STREAM")
@@ -407,7 +407,9 @@ class VideoStream:
             if not await blob.wait() or session != self._session:
                 return
             for c in list(self.dev.server.clients):
-                _drop_unsent(c, (self.dev.name, "CCD1"))
+                # At most one unsent stream frame per client, replaced by the newest without the
+                # "not keeping up" message (a flood at video rates); an exposure image still warns.
+                c.discard_unsent_blob(self.dev.name, "CCD1", STREAM_FORMAT)
                 c.send_blob(self.dev.name, "CCD1", "CCD1", blob)
             self.frames_sent += 1
             delay = self._prop("STREAM_DELAY")
@@ -446,17 +448,3 @@ class VideoStream:
         except asyncio.CancelledError:
             pass
 
-
-def _drop_unsent(client: "ClientConnection", key: tuple[str, str]) -> None:
-    """Silently discard a stream frame this client has not started receiving yet.
-
-    The server's own replacement (`send_blob`) tells the client with a warning message, right for
-    occasional exposures but a flood at video rates; marking the old frame dropped first makes the
-    replacement silent. Without that internal state (a future server), the standard path applies.
-    """
-    pending = getattr(client, "_pending_blobs", None)
-    if isinstance(pending, dict):
-        old = pending.get(key)
-        if old is not None and getattr(getattr(old, "blob", None), "fmt", None) == STREAM_FORMAT:
-            old.dropped = True
-            client.blobs_skipped += 1

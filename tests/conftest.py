@@ -200,3 +200,15 @@ def reset_camera(server: ServerProcess, n: int, connected: bool = True) -> None:
     alpaca_put(server, n, "readoutmode", ReadoutMode=0)
     if not connected:
         alpaca_put(server, n, "connected", Connected=False)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> object:
+    """Poll ``predicate`` until it returns a truthy value (returned); fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

@@ -29,7 +29,7 @@ from alpaca.exceptions import (
 from alpaca.telescope import GuideDirections
 
 from alpaca_server.imagecodec import decode_imagebytes
-from conftest import ServerProcess, alpaca_get, alpaca_put, reset_camera
+from conftest import ServerProcess, alpaca_get, alpaca_put, reset_camera, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,18 +62,6 @@ def mono(server: ServerProcess) -> Iterator[Camera]:
     cam = camera(server, MONO)
     yield cam
     reset_camera(server, MONO)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def expose(cam: Camera, duration: float = 0.05, light: bool = True, timeout: float = 20.0) -> None:

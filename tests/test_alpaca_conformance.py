@@ -28,6 +28,7 @@ import requests
 
 from alpaca_server.imagecodec import decode_imagebytes
 from conftest import ServerProcess, alpaca_get, alpaca_put, start_server
+from conftest import wait_until as wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -261,17 +262,6 @@ def test_protocol_camera_members(srv: ServerProcess, n: int) -> None:
 # ==================================================================================================
 # Part 2: CameraTester
 # ==================================================================================================
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Cam:

@@ -145,9 +145,13 @@ def test_time_formats() -> None:
 # ------------------------------------------------------------------------------ image encoders
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("shape", [(7, 13), (1, 1), (2822, 4144), (513, 1025), (6, 5)])
 @pytest.mark.parametrize("dtype", [np.uint16, np.uint8])
-def test_transpose_matches_numpy(shape: tuple[int, int], dtype: type) -> None:
+def test_transpose_matches_numpy(shape: tuple[int, int], dtype: type, compiled: bool,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    if not compiled:
+        monkeypatch.setattr(imagecodec, "_fast", None)  # numpy's tiled fallback
     rng = np.random.default_rng(1)
     data = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
     out = imagecodec.transpose_to_width_major(data)

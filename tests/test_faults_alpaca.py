@@ -34,7 +34,6 @@ from test_faults_support import (
     reset_close,
     start_rig,
     wait_until,
-    write_report,
 )
 
 SETTINGS = {"gain": ("Gain", 222), "offset": ("Offset", 33), "binx": ("BinX", 2), "startx": ("StartX", 10),
@@ -46,9 +45,7 @@ SETTINGS = {"gain": ("Gain", 222), "offset": ("Offset", 33), "binx": ("BinX", 2)
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     r = start_rig(tmp_path_factory.mktemp("faults-alpaca"))
     yield r
-    r.server.stop()
-    write_report()
-    assert "Traceback" not in r.server.log_text()
+    r.finish()
 
 
 @pytest.fixture
@@ -56,12 +53,7 @@ def cam(rig: Rig) -> Iterator[Rig]:
     """The camera connected, with the test's settings; afterwards plugged in, recovered and reset."""
     rig.connect()
     yield rig
-    rig.action("sim.replug")
-    rig.connect()
-    wait_until(lambda: rig.poll() != ERROR, 10, "recovered after the test")
-    rig.put("abortexposure")
-    rig.full_frame(0)
-    rig.ok("cooleron", CoolerOn=False)
+    rig.restore()
 
 
 def apply_settings(rig: Rig) -> dict:

@@ -35,7 +35,6 @@ from test_faults_support import (
     reset_close,
     start_rig,
     wait_until,
-    write_report,
 )
 
 
@@ -43,9 +42,7 @@ from test_faults_support import (
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     r = start_rig(tmp_path_factory.mktemp("faults-indi"))
     yield r
-    r.server.stop()
-    write_report()
-    assert "Traceback" not in r.server.log_text()
+    r.finish()
 
 
 @pytest.fixture
@@ -55,12 +52,7 @@ def indi(rig: Rig) -> Iterator[Indi]:
     c.connect()
     yield c
     c.close()
-    rig.action("sim.replug")
-    rig.connect()
-    wait_until(lambda: rig.poll() != ERROR, 10, "recovered after the test")
-    rig.put("abortexposure")
-    rig.full_frame(0)
-    rig.ok("cooleron", CoolerOn=False)
+    rig.restore()
 
 
 def apply_settings(c: Indi, rig: Rig) -> dict:

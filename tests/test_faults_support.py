@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from conftest import REPO, ServerProcess, free_port, start_server
-from test_indi_support import RawIndi
+from test_indi_support import RawIndi, wait_port
 
 MODEL = "asi294mc-pro"
 DEV = "ZWO CCD ASI294MC Pro"
@@ -147,6 +147,21 @@ class Rig:
     def connect(self) -> None:
         self.ok("connected", Connected=True)
 
+    def restore(self) -> None:
+        """After a case: cable in, connected, recovered, no exposure, full frame, cooler off."""
+        self.action("sim.replug")
+        self.connect()
+        wait_until(lambda: self.poll() != ERROR, 10, "recovered after the test")
+        self.put("abortexposure")
+        self.full_frame(0)
+        self.ok("cooleron", CoolerOn=False)
+
+    def finish(self) -> None:
+        """End of a module: stop the server, write the fault-matrix report, no traceback logged."""
+        self.server.stop()
+        write_report()
+        assert "Traceback" not in self.server.log_text()
+
     def rss_mb(self) -> float:
         with open(f"/proc/{self.server.proc.pid}/status") as fh:
             for line in fh:
@@ -200,16 +215,11 @@ def lock_is_free(path: Path) -> bool:
 def start_rig(workdir: Path, *extra: str) -> Rig:
     indi_port = free_port()
     server = start_server(workdir, "--indi-port", str(indi_port), *extra, simulator=MODEL)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", indi_port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"INDI port never opened:\n{server.log_text()}") from None
-            time.sleep(0.1)
+    try:
+        wait_port(indi_port)
+    except TimeoutError:
+        server.stop()
+        raise RuntimeError(f"INDI port never opened:\n{server.log_text()}") from None
     return Rig(server, indi_port)
 
 

@@ -81,6 +81,7 @@ def hot(tmp_path: Path) -> tuple[ServerProcess, int]:
 
 def test_a_camera_plugged_in_later_is_served_by_alpaca_and_indi(hot: tuple[ServerProcess, int]) -> None:
     server, indi_port = hot
+    _wait(lambda: "hotplug: looking for new cameras every 0.5 s" in server.log_text(), 10, "the watcher", server)
     assert [d["DeviceNumber"] for d in _devices(server)] == [0]
     watcher = _IndiWatcher(indi_port)
     try:
@@ -126,8 +127,9 @@ def test_hotplug_can_be_switched_off(tmp_path: Path) -> None:
                           env={"ZWO_ALPACA_SIM_UNPLUGGED": "1"})
     try:
         _action(server, 0, "sim.replug", '{"slot": 1}')
-        time.sleep(1.5)
+        time.sleep(3.5)  # longer than the default interval, which would have found it
         assert [d["DeviceNumber"] for d in _devices(server)] == [0]
+        assert "looking for new cameras" not in server.log_text()
         bad = requests.put(server.api(0, "action"), data={"Action": "sim.replug", "Parameters": '{"slot": 9}'},
                            timeout=5).json()
         assert bad["ErrorNumber"] == 0x401 and "0..1" in bad["ErrorMessage"]

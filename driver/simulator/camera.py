@@ -224,6 +224,10 @@ class SimCamera:
             return E.CAMERA_CLOSED
         return E.SUCCESS
 
+    def _require_initialized(self) -> int:
+        """Open *and* ASIInitCamera'd: what starting an exposure or video needs."""
+        return self._require_open() or (E.SUCCESS if self._initialized else E.CAMERA_CLOSED)
+
     def _geometry(self) -> Geometry:
         w, h, b, t = self._roi
         return Geometry(w, h, b, t, self._start[0], self._start[1], self._value(CT.FLIP),
@@ -500,11 +504,9 @@ class SimCamera:
     def start_exposure(self, is_dark: bool) -> int:
         now = time.monotonic()
         with self._lock:
-            err = self._require_open()
+            err = self._require_initialized()
             if err:
                 return err
-            if not self._initialized:
-                return E.CAMERA_CLOSED
             if self._video is not None:
                 return E.VIDEO_MODE_ACTIVE
             if self._poll_status(now) == ExpStatus.WORKING:
@@ -585,11 +587,9 @@ class SimCamera:
     def start_video(self) -> int:
         now = time.monotonic()
         with self._lock:
-            err = self._require_open()
+            err = self._require_initialized()
             if err:
                 return err
-            if not self._initialized:
-                return E.CAMERA_CLOSED
             if self._video is not None:
                 return E.SUCCESS
             if self._poll_status(now) == ExpStatus.WORKING:
@@ -639,10 +639,9 @@ class SimCamera:
                     self._cond.wait(rem)
                 return E.TIMEOUT if self.plugged else E.CAMERA_REMOVED
             while True:
-                if not self.plugged:
-                    return E.CAMERA_REMOVED
-                if not self._open:
-                    return E.CAMERA_CLOSED
+                err = self._require_open()
+                if err:
+                    return err
                 if self._video is not session:
                     return E.TIMEOUT  # capture stopped while waiting
                 now = time.monotonic()
