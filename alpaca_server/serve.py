@@ -327,7 +327,8 @@ def _start_hotplug(args: argparse.Namespace, served: Served, ctx: ServerContext,
 
     if served.fallback:
         if not served.real_path:
-            return None  # no real SDK to ask; nothing can appear
+            log.info("hotplug: no ZWO SDK to ask for cameras; install it and restart to use a real camera")
+            return None
         try:
             probe = hotplug.AttachProbe(served.real_path, lambda n: loop.call_soon_threadsafe(restart),
                                         interval=interval)
