@@ -13,32 +13,31 @@ URL handling follows the Alpaca rules:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import fcntl
-import logging
 import re
 import struct
 import termios
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from . import imagecodec, limits
+from . import imagecodec, limits, security
 from .camera_api import NO_VALUE, Blocking, CameraDevice, run_blocking
-from .config import Config
+from .context import CTX_KEY, ServerContext
 from .protocol import (
     INTERNAL_ERROR,
     UINT32_MAX,
     AlpacaError,
     AlpacaRequest,
     BadRequest,
-    TransactionCounter,
     envelope,
     envelope_suffix,
     error_from_exception,
 )
+from .setup_pages import add_setup_routes
+
+__all__ = ["CTX_KEY", "ServerContext", "build_app"]  # ServerContext/CTX_KEY live in context.py; kept importable here
 
 ASCOM_DEVICE_TYPES = frozenset(
     {
@@ -59,37 +58,6 @@ _DIGITS = re.compile(r"^[0-9]+$")
 # small: the cached image is the only full-size copy in memory during a download.
 WRITE_CHUNK = 4 * 1024 * 1024
 JSON_CONTENT_TYPE = "application/json"
-
-CTX_KEY: web.AppKey["ServerContext"] = web.AppKey("zwo_alpaca_ctx", object)  # type: ignore[arg-type]
-
-
-@dataclass
-class ServerContext:
-    """Everything the request handlers share: devices, pools, counters and server identity."""
-
-    devices: dict[int, CameraDevice]
-    sdk_pool: concurrent.futures.ThreadPoolExecutor
-    codec_pool: concurrent.futures.ThreadPoolExecutor
-    config: Config | None = None
-    server_name: str = "zwo-alpaca"
-    manufacturer: str = "zwo-alpaca project"
-    version: str = "0.1.0"
-    call_timeout: float = 30.0
-    # A client that takes none of a large reply for this long is dropped (``serve --send-timeout``):
-    # otherwise a laptop that went to sleep mid-download holds a frame buffer until TCP gives up
-    # (~15 min on Linux) and keeps the connection slot.
-    send_timeout: float = 60.0
-    http_port: int = 0
-    counter: TransactionCounter = field(default_factory=TransactionCounter)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("zwo_alpaca.http"))
-
-    @property
-    def location(self) -> str:
-        """The server location shown by management/description (editable on /setup)."""
-        if self.config is None:
-            return ""
-        return str(self.config.server_value("location", "") or "")
-
 
 def json_response(body: bytes, status: int = 200) -> web.Response:
     """A JSON response from pre-encoded bytes."""
@@ -112,7 +80,7 @@ async def guard_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return text_response(exc.reason, 400)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - this is the last line of defence
+    except Exception:  # this is the last line of defence
         ctx = request.app[CTX_KEY]
         ctx.log.exception("unexpected error serving %s %s", request.method, request.path)
         message = "internal server error (details are in the server log)"
@@ -122,8 +90,8 @@ async def guard_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return web.Response(text=f"<html><body><p>{message}</p></body></html>", content_type="text/html")
 
 
-def _to_alpaca_error(ctx: ServerContext, exc: BaseException, what: str) -> AlpacaError:
-    mapped = error_from_exception(exc)
+def _to_alpaca_error(ctx: ServerContext, exc: BaseException, what: str, member: str | None = None) -> AlpacaError:
+    mapped = error_from_exception(exc, member)
     if mapped is not None:
         return mapped
     ctx.log.error("unexpected error in %s", what, exc_info=exc)
@@ -136,7 +104,7 @@ async def parse_alpaca_request(request: web.Request) -> AlpacaRequest:
         return AlpacaRequest.from_get(request.query.items())
     try:
         form = await asyncio.wait_for(request.post(), limits.BODY_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {limits.BODY_TIMEOUT_S:g} s",
                                      content_type="text/plain") from None
     items = [(k, v) for k, v in form.items() if isinstance(v, str)]
@@ -170,7 +138,8 @@ async def device_api(request: web.Request) -> web.StreamResponse:
     if methods is None:
         raise web.HTTPNotFound(text=f"camera has no member {member!r}", content_type="text/plain")
     if request.method not in methods:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(methods), text=f"{member} allows {', '.join(sorted(methods))}")
+        raise web.HTTPMethodNotAllowed(request.method, sorted(methods),
+                                       text=f"{member} allows {', '.join(sorted(methods))}")
     req = await parse_alpaca_request(request)
     if member in ("imagearray", "imagearrayvariant"):
         return await image_response(request, ctx, device, member, req)
@@ -186,6 +155,7 @@ async def device_api(request: web.Request) -> web.StreamResponse:
         not_connected: AlpacaError | None = None
     except AlpacaError as exc:
         not_connected = exc
+    checked: str | None = None  # the ASCOM member whose value the core checks (names its InvalidValue)
     try:
         try:
             result = handler(req)
@@ -198,13 +168,15 @@ async def device_api(request: web.Request) -> web.StreamResponse:
         if not_connected is not None:
             raise not_connected
         if isinstance(result, Blocking):
+            checked = result.member
             result = await run_blocking(ctx.sdk_pool, result.fn, ctx.call_timeout)
     except BadRequest:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes an ASCOM error here
-        err = _to_alpaca_error(ctx, exc, f"{request.method} {member}")
+        err = _to_alpaca_error(ctx, exc, f"{request.method} {member}", checked)
         if err.number >= 0x500:
-            ctx.log.info("camera %d %s %s: error 0x%X %s", device.number, request.method, member, err.number, err.message)
+            ctx.log.info("camera %d %s %s: error 0x%X %s", device.number, request.method, member, err.number,
+                         err.message)
         return json_response(envelope(ctid, stid, error=err))
     if result is NO_VALUE:
         return json_response(envelope(ctid, stid, has_value=False))
@@ -325,7 +297,7 @@ async def _send_imagebytes(request: web.Request, ctx: ServerContext, prepared: i
         ctx.log.warning("image download to %s dropped: %s (send timeout; frees its image)", request.remote, exc)
     except ConnectionError as exc:
         ctx.log.debug("image download to %s ended early: %r", request.remote, exc)
-    except Exception:  # noqa: BLE001 - the header is out: the client can only be told by a short body
+    except Exception:  # the header is out: the client can only be told by a short body
         ctx.log.exception("image download to %s aborted: the image could not be prepared", request.remote)
         if request.transport is not None:
             request.transport.close()
@@ -352,7 +324,8 @@ async def _send_json_image(request: web.Request, ctx: ServerContext, prepared: i
         await resp.write_eof()
     except ConnectionError as exc:
         if isinstance(exc, StalledClient):
-            ctx.log.warning("JSON image download to %s dropped: %s (send timeout; frees its image)", request.remote, exc)
+            ctx.log.warning("JSON image download to %s dropped: %s (send timeout; frees its image)",
+                            request.remote, exc)
         else:
             ctx.log.debug("JSON image download to %s ended early: %r", request.remote, exc)
         # asyncio keeps this exception in a reference cycle until the next garbage collection, and the
@@ -398,9 +371,6 @@ async def management_configureddevices(request: web.Request) -> web.Response:
 
 def build_app(ctx: ServerContext) -> web.Application:
     """The whole HTTP application for ``ctx`` (device API, management API and setup pages)."""
-    from . import security  # noqa: PLC0415
-    from .setup_pages import add_setup_routes  # noqa: PLC0415 - keeps the import graph one-way
-
     app = web.Application(middlewares=[guard_middleware], client_max_size=limits.MAX_BODY_BYTES)
     app[CTX_KEY] = ctx
     security.install(app, ctx.config)  # Basic auth (when users are configured) + CSRF for /setup posts

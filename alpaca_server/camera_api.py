@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from driver.events import ExposureEnded
+from driver.model_facts import facts as model_facts
+
 from . import imagecodec
 from .protocol import (
     ACTION_NOT_IMPLEMENTED,
@@ -54,54 +57,6 @@ CAMERA_ERROR = 5
 READOUT_MODES = ("RAW16", "RAW8")
 # ZWO exposure times are set in microseconds.
 EXPOSURE_RESOLUTION_S = 1e-6
-GUIDE_DIRECTIONS = ("N", "S", "E", "W")  # ASCOM GuideDirection 0..3
-ABSOLUTE_ZERO_C = -273.15
-
-# Sensor part numbers (ASCOM SensorName: upper case, no spaces, no suffixes) for common models.
-# Unknown models answer "" as ASCOM allows; the table only saves clients a lookup.
-SENSOR_NAMES: dict[str, str] = {
-    "ASI120MM": "AR0130CS",
-    "ASI120MC": "AR0130CS",
-    "ASI120MM Mini": "AR0130CS",
-    "ASI120MC Mini": "AR0130CS",
-    "ASI120MM-S": "AR0130CS",
-    "ASI120MC-S": "AR0130CS",
-    "ASI174MM": "IMX174",
-    "ASI174MC": "IMX174",
-    "ASI174MM Mini": "IMX174",
-    "ASI178MM": "IMX178",
-    "ASI178MC": "IMX178",
-    "ASI183MM Pro": "IMX183",
-    "ASI183MC Pro": "IMX183",
-    "ASI224MC": "IMX224",
-    "ASI290MM Mini": "IMX290",
-    "ASI290MM": "IMX290",
-    "ASI290MC": "IMX290",
-    "ASI294MM Pro": "IMX492",
-    "ASI294MC Pro": "IMX294",
-    "ASI294MC": "IMX294",
-    "ASI462MC": "IMX462",
-    "ASI462MM": "IMX462",
-    "ASI482MC": "IMX482",
-    "ASI485MC": "IMX485",
-    "ASI533MM Pro": "IMX533",
-    "ASI533MC Pro": "IMX533",
-    "ASI585MC": "IMX585",
-    "ASI585MC Pro": "IMX585",
-    "ASI678MC": "IMX678",
-    "ASI715MC": "IMX715",
-    "ASI1600MM Pro": "MN34230",
-    "ASI1600MC Pro": "MN34230",
-    "ASI2600MM Pro": "IMX571",
-    "ASI2600MC Pro": "IMX571",
-    "ASI2600MC Duo": "IMX571",
-    "ASI2600MM Duo": "IMX571",
-    "ASI6200MM Pro": "IMX455",
-    "ASI6200MC Pro": "IMX455",
-    "ASI071MC Pro": "IMX071",
-    "ASI676MC": "IMX676",
-}
-
 # Fault-injection actions of simulated cameras (Action names, matched in any case).
 SIM_ACTIONS = ("sim.unplug", "sim.replug", "sim.record", "sim.unplug_after", "sim.inject", "sim.video_timeouts",
                "sim.camera_state", "sim.counters", "sim.threads")
@@ -112,9 +67,14 @@ BAYER_OFFSETS: dict[str, tuple[int, int]] = {"RGGB": (0, 0), "GRBG": (1, 0), "GB
 
 @dataclass(frozen=True)
 class Blocking:
-    """A handler's answer meaning "run ``fn`` in the SDK pool; its return value is the Value"."""
+    """A handler's answer meaning "run ``fn`` in the SDK pool; its return value is the Value".
+
+    ``member`` names the ASCOM member whose value the core checks: an InvalidValue from the core is
+    then reported as ``"<member>: <the core's message>"`` (see ``protocol.error_from_exception``).
+    """
 
     fn: Callable[[], Any]
+    member: str | None = None
 
 
 @dataclass
@@ -139,14 +99,17 @@ class NoValue:
 NO_VALUE = NoValue()
 
 
-def method(fn: Callable[[], Any]) -> Blocking:
-    """A Blocking call for an ASCOM method or property setter: ``fn``'s result is not a Value."""
+def method(fn: Callable[[], Any], member: str | None = None) -> Blocking:
+    """A Blocking call for an ASCOM method or property setter: ``fn``'s result is not a Value.
+
+    Setters and methods pass their ``member`` name; the core validates the value.
+    """
 
     def run() -> NoValue:
         fn()
         return NO_VALUE
 
-    return Blocking(run)
+    return Blocking(run, member)
 
 # State name (CameraState enum value) -> ASCOM CameraState.
 _ASCOM_STATE = {
@@ -163,12 +126,12 @@ _ASCOM_STATE = {
 }
 
 
-def _state_name(status: "CameraStatus") -> str:
+def _state_name(status: CameraStatus) -> str:
     state = status.state
     return str(getattr(state, "value", state))
 
 
-def ascom_camera_state(status: "CameraStatus") -> int:
+def ascom_camera_state(status: CameraStatus) -> int:
     """ASCOM CameraState for a core status; Error (5) while the core is recovering a removed camera."""
     name = _state_name(status)
     if name == "connecting" and status.connected and status.error:
@@ -179,14 +142,14 @@ def ascom_camera_state(status: "CameraStatus") -> int:
 def format_fits_time(when: _dt.datetime) -> str:
     """UTC time in the FITS form ``yyyy-mm-ddThh:mm:ss.fff`` (no zone suffix, as ASCOM specifies)."""
     if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(_dt.UTC).replace(tzinfo=None)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
 
 
 def format_iso_utc(when: _dt.datetime) -> str:
     """UTC time as ISO 8601 with a ``Z`` suffix (DeviceState ``TimeStamp``)."""
     if when.tzinfo is not None:
-        when = when.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(_dt.UTC).replace(tzinfo=None)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
@@ -227,7 +190,7 @@ class CameraDevice:
     def __init__(
         self,
         number: int,
-        camera: "ZWOCamera",
+        camera: ZWOCamera,
         *,
         unique_id: str,
         key: str,
@@ -252,18 +215,15 @@ class CameraDevice:
         self._prep_lock = threading.Lock()
         self._prep: ImageSlot | None = None
         self._spare: Any = None  # a recycled array (numpy) for the next prepared image
-        # Set when an Alpaca client starts an exposure: its frame is then transposed as soon as it is
-        # read out, so the download can start at once. Frames nobody here asked for are left alone.
-        self._eager = False
-        try:
-            camera.add_listener(self._on_event)
-        except Exception:  # noqa: BLE001 - an older core without listeners only loses the eager path
-            self.log.debug("camera has no add_listener; images are prepared on first download")
+        # Exposures started here carry this device as their owner: their image is transposed as soon
+        # as the core reports it read out, so the download can start at once. Frames nobody here
+        # asked for (INDI's, the web page's) are left alone.
+        camera.add_listener(self._on_event)
 
     # ------------------------------------------------------------------ identity
 
     @property
-    def info(self) -> "CameraInfo":
+    def info(self) -> CameraInfo:
         """The core's cached CameraInfo (filled at start-up by ``describe()``, refreshed on connect)."""
         info = self.cam.info
         if info is None:
@@ -291,7 +251,7 @@ class CameraDevice:
             text = base
         return _truncate(text, 68)
 
-    def status(self) -> "CameraStatus":
+    def status(self) -> CameraStatus:
         """The core's status snapshot (never blocks)."""
         return self.cam.status()
 
@@ -310,7 +270,7 @@ class CameraDevice:
 
     # ------------------------------------------------------------------ helpers
 
-    def _control(self, *names: str) -> "ControlInfo | None":
+    def _control(self, *names: str) -> ControlInfo | None:
         controls = self.info.controls or {}
         for name in names:
             ctl = controls.get(name)
@@ -329,11 +289,19 @@ class CameraDevice:
     def _bit_depth(self) -> int:
         return int(self.info.bit_depth or 16)
 
-    def _check_range(self, name: str, value: float, low: float, high: float) -> None:
-        if not low <= value <= high:
-            raise AlpacaError(INVALID_VALUE, f"{name}={value:g} is out of range: valid values are {low:g} to {high:g}")
+    def _readout_mode_name(self, index: int) -> str:
+        """ReadoutMode index -> the core's image type name (the one wire translation of it).
 
-    def _gone_or(self, status: "CameraStatus", fallback: AlpacaError) -> AlpacaError:
+        The index space is Alpaca's own (ReadoutModes), so an index outside it is refused here; the
+        core validates the name it maps to.
+        """
+        modes = self._readout_modes()
+        if not 0 <= index < len(modes):
+            raise AlpacaError(INVALID_VALUE, f"ReadoutMode: readout mode {index} is not supported: "
+                                             f"valid 0 to {len(modes) - 1} ({', '.join(modes)})")
+        return modes[index]
+
+    def _gone_or(self, status: CameraStatus, fallback: AlpacaError) -> AlpacaError:
         if ascom_camera_state(status) == CAMERA_ERROR:
             return AlpacaError(CAMERA_GONE, status.error or "camera error; the server is reconnecting")
         return fallback
@@ -357,6 +325,8 @@ class CameraDevice:
         if sim is None:
             raise AlpacaError(DRIVER_ERROR, "the simulator is not installed")
         slot = self.cam.sim_slot
+        if slot is None:
+            raise AlpacaError(DRIVER_ERROR, "this camera is not a simulated one")
         if name == "sim.unplug":
             sim.unplug(slot)
             return "unplugged"
@@ -369,7 +339,8 @@ class CameraDevice:
                 sim.replug(target)
             except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
                 raise AlpacaError(INVALID_VALUE, f"sim.replug: Parameters must be empty or {{\"slot\": n}} with a "
-                                                 f"simulated camera's slot (0..{len(sim.cameras) - 1}): {exc}") from None
+                                                 f"simulated camera's slot (0..{len(sim.cameras) - 1}): "
+                                                 f"{exc}") from None
             return "replugged"
         if name in SIM_ACTIONS[3:]:
             return self._sim_fault(sim, slot, name, params)
@@ -464,7 +435,7 @@ class CameraDevice:
         items.append({"Name": "ImageReady", "Value": bool(status.image_ready)})
         items.append({"Name": "IsPulseGuiding", "Value": bool(status.is_pulse_guiding)})
         items.append({"Name": "PercentCompleted", "Value": int(status.percent_completed)})
-        items.append({"Name": "TimeStamp", "Value": format_iso_utc(_dt.datetime.now(_dt.timezone.utc))})
+        items.append({"Name": "TimeStamp", "Value": format_iso_utc(_dt.datetime.now(_dt.UTC))})
         return items
 
     def get_driverinfo(self, req: AlpacaRequest) -> Any:
@@ -521,7 +492,7 @@ class CameraDevice:
 
     def get_sensorname(self, req: AlpacaRequest) -> Any:
         """SensorName: the sensor part number when known, else ""."""
-        return SENSOR_NAMES.get(self.info.model, "")
+        return model_facts(self.info.model).sensor
 
     def get_sensortype(self, req: AlpacaRequest) -> Any:
         """SensorType: 0 monochrome, 2 Bayer (offsets in BayerOffsetX/Y)."""
@@ -554,20 +525,14 @@ class CameraDevice:
         return Blocking(lambda: int(self._settings().bin))
 
     def put_binx(self, req: AlpacaRequest) -> Any:
-        """BinX: sets BinY too (CanAsymmetricBin is false)."""
-        return self._set_bin("BinX", req.get_int("BinX"))
+        """BinX: sets BinY too (CanAsymmetricBin is false); the core checks the supported bins."""
+        value = req.get_int("BinX")
+        return method(lambda: self.cam.configure(bin=value), "BinX")
 
     def put_biny(self, req: AlpacaRequest) -> Any:
-        """BinY: sets BinX too (CanAsymmetricBin is false)."""
-        return self._set_bin("BinY", req.get_int("BinY"))
-
-    def _set_bin(self, name: str, value: int) -> Any:
-        bins = tuple(self.info.supported_bins or (1,))
-        if value not in bins:
-            raise AlpacaError(
-                INVALID_VALUE, f"{name}={value} is not supported: valid values are {', '.join(map(str, bins))}"
-            )
-        return method(lambda: self.cam.configure(bin=value))
+        """BinY: sets BinX too (CanAsymmetricBin is false); the core checks the supported bins."""
+        value = req.get_int("BinY")
+        return method(lambda: self.cam.configure(bin=value), "BinY")
 
     def get_numx(self, req: AlpacaRequest) -> Any:
         """NumX: subframe width in binned pixels (full binned width until set)."""
@@ -588,16 +553,12 @@ class CameraDevice:
     def put_numx(self, req: AlpacaRequest) -> Any:
         """NumX: checked against the binned sensor at StartExposure (ASCOM sets them one by one)."""
         value = req.get_int("NumX")
-        if value < 1:
-            raise AlpacaError(INVALID_VALUE, f"NumX={value} is invalid: it must be at least 1")
-        return method(lambda: self.cam.configure(width=value))
+        return method(lambda: self.cam.configure(width=value), "NumX")
 
     def put_numy(self, req: AlpacaRequest) -> Any:
         """NumY: checked against the binned sensor at StartExposure."""
         value = req.get_int("NumY")
-        if value < 1:
-            raise AlpacaError(INVALID_VALUE, f"NumY={value} is invalid: it must be at least 1")
-        return method(lambda: self.cam.configure(height=value))
+        return method(lambda: self.cam.configure(height=value), "NumY")
 
     def get_startx(self, req: AlpacaRequest) -> Any:
         """StartX in binned pixels."""
@@ -610,16 +571,12 @@ class CameraDevice:
     def put_startx(self, req: AlpacaRequest) -> Any:
         """StartX: checked against the binned sensor at StartExposure."""
         value = req.get_int("StartX")
-        if value < 0:
-            raise AlpacaError(INVALID_VALUE, f"StartX={value} is invalid: it must be 0 or more")
-        return method(lambda: self.cam.configure(start_x=value))
+        return method(lambda: self.cam.configure(start_x=value), "StartX")
 
     def put_starty(self, req: AlpacaRequest) -> Any:
         """StartY: checked against the binned sensor at StartExposure."""
         value = req.get_int("StartY")
-        if value < 0:
-            raise AlpacaError(INVALID_VALUE, f"StartY={value} is invalid: it must be 0 or more")
-        return method(lambda: self.cam.configure(start_y=value))
+        return method(lambda: self.cam.configure(start_y=value), "StartY")
 
     # ------------------------------------------------------------------ capabilities
 
@@ -701,13 +658,8 @@ class CameraDevice:
 
     def put_readoutmode(self, req: AlpacaRequest) -> Any:
         """ReadoutMode: selects the SDK image type (RAW16 or RAW8) for the next exposure."""
-        value = req.get_int("ReadoutMode")
-        modes = self._readout_modes()
-        if not 0 <= value < len(modes):
-            raise AlpacaError(
-                INVALID_VALUE, f"ReadoutMode={value} is out of range: valid values are 0 to {len(modes) - 1}"
-            )
-        return method(lambda: self.cam.configure(image_type=modes[value]))
+        name = self._readout_mode_name(req.get_int("ReadoutMode"))
+        return method(lambda: self.cam.configure(image_type=name), "ReadoutMode")
 
     def get_fastreadout(self, req: AlpacaRequest) -> Any:
         """FastReadout: ZWO HighSpeedMode (NotImplemented when the camera has none)."""
@@ -720,7 +672,7 @@ class CameraDevice:
         value = req.get_bool("FastReadout")
         if self._control("HighSpeedMode") is None:
             raise not_implemented("FastReadout (no HighSpeedMode)")
-        return method(lambda: self.cam.configure(high_speed=value))
+        return method(lambda: self.cam.configure(high_speed=value), "FastReadout")
 
     def get_subexposureduration(self, req: AlpacaRequest) -> Any:
         """SubExposureDuration: ZWO cameras do not stack on board."""
@@ -733,13 +685,13 @@ class CameraDevice:
 
     # ------------------------------------------------------------------ gain and offset (value mode)
 
-    def _gain_control(self) -> "ControlInfo":
+    def _gain_control(self) -> ControlInfo:
         ctl = self._control("Gain")
         if ctl is None:
             raise not_implemented("Gain")
         return ctl
 
-    def _offset_control(self) -> "ControlInfo":
+    def _offset_control(self) -> ControlInfo:
         ctl = self._control("Offset", "Brightness")
         if ctl is None:
             raise not_implemented("Offset")
@@ -751,11 +703,10 @@ class CameraDevice:
         return Blocking(lambda: _or_default(self._settings().gain, ctl.default))
 
     def put_gain(self, req: AlpacaRequest) -> Any:
-        """Gain: GainMin..GainMax."""
+        """Gain: GainMin..GainMax (checked by the core)."""
         value = req.get_int("Gain")
-        ctl = self._gain_control()
-        self._check_range("Gain", value, ctl.min, ctl.max)
-        return method(lambda: self.cam.configure(gain=value))
+        self._gain_control()
+        return method(lambda: self.cam.configure(gain=value), "Gain")
 
     def get_gainmin(self, req: AlpacaRequest) -> Any:
         """GainMin."""
@@ -775,11 +726,10 @@ class CameraDevice:
         return Blocking(lambda: _or_default(self._settings().offset, ctl.default))
 
     def put_offset(self, req: AlpacaRequest) -> Any:
-        """Offset: OffsetMin..OffsetMax."""
+        """Offset: OffsetMin..OffsetMax (checked by the core)."""
         value = req.get_int("Offset")
-        ctl = self._offset_control()
-        self._check_range("Offset", value, ctl.min, ctl.max)
-        return method(lambda: self.cam.configure(offset=value))
+        self._offset_control()
+        return method(lambda: self.cam.configure(offset=value), "Offset")
 
     def get_offsetmin(self, req: AlpacaRequest) -> Any:
         """OffsetMin."""
@@ -824,19 +774,13 @@ class CameraDevice:
         """CoolerOn: switches ZWO's CoolerOn control."""
         value = req.get_bool("CoolerOn")
         self._require_cooler("CoolerOn")
-        return method(lambda: self.cam.set_cooler(value))
+        return method(lambda: self.cam.set_cooler(value), "CoolerOn")
 
     def get_coolerpower(self, req: AlpacaRequest) -> Any:
         """CoolerPower in percent (ZWO's CoolerPowerPerc)."""
         self._require_cooler("CoolerPower")
         status = self.cam.status()
         return float(status.cooler_power or 0.0)
-
-    def _target_range(self) -> tuple[float, float]:
-        ctl = self._control("TargetTemp")
-        if ctl is None:
-            return (ABSOLUTE_ZERO_C, 99.0)
-        return (float(ctl.min), float(ctl.max))
 
     def get_setccdtemperature(self, req: AlpacaRequest) -> Any:
         """SetCCDTemperature: the cooler set point (°C)."""
@@ -855,12 +799,10 @@ class CameraDevice:
         return Blocking(stored)
 
     def put_setccdtemperature(self, req: AlpacaRequest) -> Any:
-        """SetCCDTemperature: within the camera's TargetTemp range."""
+        """SetCCDTemperature: within the camera's TargetTemp range (checked by the core)."""
         value = req.get_float("SetCCDTemperature")
         self._require_cooler("SetCCDTemperature")
-        low, high = self._target_range()
-        self._check_range("SetCCDTemperature", value, max(low, ABSOLUTE_ZERO_C), high)
-        return method(lambda: self.cam.configure(target_temperature=value))
+        return method(lambda: self.cam.configure(target_temperature=value), "SetCCDTemperature")
 
     # ------------------------------------------------------------------ state polling
 
@@ -897,13 +839,13 @@ class CameraDevice:
     # ------------------------------------------------------------------ exposure methods
 
     def put_startexposure(self, req: AlpacaRequest) -> Any:
-        """StartExposure: returns at once; the core validates duration, binning and subframe."""
+        """StartExposure: returns at once; the core validates duration, binning and subframe.
+
+        ``Light=false`` is a dark (ASCOM has no bias frame: a 0 s dark is the camera's shortest).
+        """
         duration = req.get_float("Duration")
         light = req.get_bool("Light")
-        if duration < 0:
-            raise AlpacaError(INVALID_VALUE, f"Duration={duration:g} is invalid: it must not be negative")
-        self._eager = True
-        return method(lambda: self.cam.start_exposure(duration, light))
+        return method(lambda: self.cam.start_exposure(duration, light, owner=self), "StartExposure")
 
     def put_abortexposure(self, req: AlpacaRequest) -> Any:
         """AbortExposure: discards the exposure; harmless when idle."""
@@ -914,51 +856,46 @@ class CameraDevice:
         return method(lambda: self.cam.stop_exposure())
 
     def put_pulseguide(self, req: AlpacaRequest) -> Any:
-        """PulseGuide(Direction 0..3 = N,S,E,W; Duration ms) through the ST4 port (non-blocking)."""
+        """PulseGuide(Direction 0..3 = N,S,E,W; Duration ms) through the ST4 port (non-blocking).
+
+        ASCOM's GuideDirection numbers are the SDK's, so the core takes (and checks) them as they are.
+        """
         direction = req.get_int("Direction")
         duration = req.get_int("Duration")
         if not self.info.has_st4:
             raise not_implemented("PulseGuide (this camera has no ST4 port)")
-        if not 0 <= direction <= 3:
-            raise AlpacaError(INVALID_VALUE, f"Direction={direction} is invalid: use 0 (N), 1 (S), 2 (E) or 3 (W)")
-        if duration < 0:
-            raise AlpacaError(INVALID_VALUE, f"Duration={duration} is invalid: it must be 0 ms or more")
-        return method(lambda: self.cam.pulse_guide(GUIDE_DIRECTIONS[direction], duration))
+        return method(lambda: self.cam.pulse_guide(direction, duration), "PulseGuide")
 
     # ------------------------------------------------------------------ images
 
     def _on_event(self, event: Any) -> None:
         # Called from core threads: only hand the frame to the codec pool (quick, never blocks).
         try:
-            if getattr(event, "kind", None) != "frame" or not self._eager:
-                return
-            data = getattr(event, "data", None) or {}
-            frame = data.get("frame") if isinstance(data, dict) else None
-            if frame is not None:
-                self.prepare(frame)
-        except Exception:  # noqa: BLE001 - a listener must never raise into the core
+            if isinstance(event, ExposureEnded) and event.frame is not None and event.exposure.owner is self:
+                self.prepare(event.frame)
+        except Exception:  # a listener must never raise into the core
             self.log.debug("eager image preparation failed", exc_info=True)
 
-    def prepare(self, frame: "Frame") -> concurrent.futures.Future[imagecodec.PreparedImage]:
+    def prepare(self, frame: Frame) -> concurrent.futures.Future[imagecodec.PreparedImage]:
         """The shared, transposed image of ``frame`` (started once per frame, in the codec pool)."""
         with self._prep_lock:
             return self._slot_for(frame).future
 
-    def acquire(self, frame: "Frame") -> "ImageSlot":
+    def acquire(self, frame: Frame) -> ImageSlot:
         """The prepared-image slot of ``frame``, held until :meth:`release` (its buffer is not reused)."""
         with self._prep_lock:
             slot = self._slot_for(frame)
             slot.users += 1
             return slot
 
-    def release(self, slot: "ImageSlot") -> None:
+    def release(self, slot: ImageSlot) -> None:
         """A download of ``slot`` finished; a replaced image's buffer becomes reusable."""
         with self._prep_lock:
             slot.users -= 1
             if slot.retired and slot.users == 0:
                 self._recycle(slot)
 
-    def _slot_for(self, frame: "Frame") -> "ImageSlot":
+    def _slot_for(self, frame: Frame) -> ImageSlot:
         # Called with _prep_lock held.
         current = self._prep
         if current is not None and current.seq == frame.seq:
@@ -984,7 +921,7 @@ class CameraDevice:
         self._prep = slot
         return slot
 
-    def _recycle(self, slot: "ImageSlot") -> None:
+    def _recycle(self, slot: ImageSlot) -> None:
         # Keep the replaced image's array for the next frame: allocating (and page-faulting) a fresh
         # 100+ MB array per frame costs more than transposing into it. Called with _prep_lock held.
         fut = slot.future
@@ -993,7 +930,7 @@ class CameraDevice:
             self._spare = fut.result().array
         slot.future = _DROPPED
 
-    def image_frame(self) -> "Frame":
+    def image_frame(self) -> Frame:
         """The frame ImageArray serves (runs in the SDK pool: ``last_frame`` may take the core's lock).
 
         An image is served when ImageReady is true, or - after the camera was removed - when one was
@@ -1052,5 +989,5 @@ async def run_blocking(pool: concurrent.futures.Executor, fn: Callable[[], Any],
     loop = asyncio.get_running_loop()
     try:
         return await asyncio.wait_for(loop.run_in_executor(pool, fn), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AlpacaError(TIMEOUT, f"the camera did not answer within {timeout:g} s") from None

@@ -199,7 +199,8 @@ def _nl_dump(msg_type: int, payload: bytes) -> list[tuple[int, bytes]]:
         s.settimeout(0.5)  # the kernel answers in microseconds; keeps stop() bounded
         s.bind((0, 0))
         seq = int(time.monotonic() * 1000) & 0x7FFFFFFF
-        s.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + payload)
+        header = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
+        s.send(header + payload)
         out: list[tuple[int, bytes]] = []
         for _ in range(10_000):  # bounded even against a misbehaving kernel
             data = s.recv(1 << 16)
@@ -280,7 +281,8 @@ def _parse_bind(bind_address: str) -> list[tuple[ipaddress.IPv4Address | ipaddre
         try:
             infos = socket.getaddrinfo(text, None, type=socket.SOCK_DGRAM)
         except socket.gaierror as e:
-            raise ValueError(f"bind_address {bind_address!r} is neither an IP address nor a resolvable name: {e}") from e
+            raise ValueError(
+                f"bind_address {bind_address!r} is neither an IP address nor a resolvable name: {e}") from e
         out: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
         for fam, _t, _p, _c, sa in infos:
             if fam in (socket.AF_INET, socket.AF_INET6):
@@ -778,7 +780,8 @@ class DiscoveryResponder:
                 self._debug_ignored("query on an interface the HTTP server does not listen on", addr)
                 return
         if src is not None and src != b"\0\0\0\0":
-            sock.sendmsg([self.reply], [(socket.IPPROTO_IP, _IP_PKTINFO, _IN_PKTINFO.pack(0, src, b"\0\0\0\0"))], 0, addr)
+            pktinfo = (socket.IPPROTO_IP, _IP_PKTINFO, _IN_PKTINFO.pack(0, src, b"\0\0\0\0"))
+            sock.sendmsg([self.reply], [pktinfo], 0, addr)
         else:
             sock.sendto(self.reply, addr)
         self.stats.answered += 1
@@ -827,7 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true", help="exit with an error if any family cannot bind")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
 
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -846,7 +850,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         json.dumps(
-            {"ready": True, "port": responder.port, "families": list(responder.families), "joined": responder.joined_interfaces}
+            {"ready": True, "port": responder.port, "families": list(responder.families),
+             "joined": responder.joined_interfaces}
         ),
         flush=True,
     )

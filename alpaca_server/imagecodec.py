@@ -43,7 +43,7 @@ import orjson
 try:  # the compiled transpose (setup.py); numpy's tiled copy when it was not built
     from alpaca_server import _transpose as _fast
 except ImportError:  # pragma: no cover - exercised on installs without a C compiler
-    _fast = None
+    _fast = None  # type: ignore[assignment]  # the module, or None when it was not built
 
 IMAGEBYTES_CONTENT_TYPE = "application/imagebytes"
 METADATA_VERSION = 1
@@ -108,7 +108,7 @@ class PreparedImage:
     @property
     def payload(self) -> memoryview:
         """The pixel bytes (no copy). Only final once :attr:`complete` (or after :meth:`wait`)."""
-        return memoryview(self.array.reshape(-1)).cast("B")
+        return self.array.reshape(-1).data.cast("B")
 
     @property
     def complete(self) -> bool:
@@ -129,7 +129,7 @@ class PreparedImage:
         if not self.bands:
             return [(None, self.payload)]
         rows = self.band_rows
-        return [(fut, memoryview(self.array[k * rows:(k + 1) * rows].reshape(-1)).cast("B"))
+        return [(fut, self.array[k * rows:(k + 1) * rows].reshape(-1).data.cast("B"))
                 for k, fut in enumerate(self.bands)]
 
     @property
@@ -207,8 +207,8 @@ def start_prepare(data: np.ndarray, seq: int, *, bgr: bool = False, out: np.ndar
                   threads: int | None = None) -> PreparedImage:
     """Like :func:`prepare_image`, but large frames are returned at once while ``threads`` background
     threads (default TRANSPOSE_THREADS) transpose them band by band, in payload order (bands
-    interleaved between the threads; the compiled kernel and numpy both release the GIL while copying). ``data`` must not change
-    until :attr:`PreparedImage.complete`; small frames are transposed before returning.
+    interleaved between the threads; the compiled kernel and numpy both release the GIL while copying).
+    ``data`` must not change until :attr:`PreparedImage.complete`; small frames are transposed before returning.
     """
     if data.ndim == 3 and bgr:
         data = data[:, :, ::-1]

@@ -39,14 +39,14 @@ log = logging.getLogger("zwo_alpaca.http")
 class _Refuse(asyncio.Protocol):
     """Answers one over-the-cap connection with 503 and closes it (after the client read it)."""
 
-    def __init__(self, site: "CappedTCPSite") -> None:
+    def __init__(self, site: CappedTCPSite) -> None:
         self.site = site
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.site._refusers.add(self)
+        self.site._refusers.add(self)  # noqa: SLF001 - the site's own helper (same module)
         body = (f"server busy: {self.site.max_connections} connections are open; try again\n").encode()
         head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
@@ -72,7 +72,7 @@ class _Refuse(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.site._refusers.discard(self)
+        self.site._refusers.discard(self)  # noqa: SLF001
 
 
 class CappedTCPSite(web.BaseSite):

@@ -23,8 +23,9 @@ import concurrent.futures
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -229,9 +230,9 @@ class PreviewCache:
                 fut.set_result(p)
                 return fut
             key = (seq, width)
-            fut = self._pending.get(key)
-            if fut is not None:
-                return fut
+            waiting = self._pending.get(key)
+            if waiting is not None:
+                return waiting
             if len(self._pending) >= MAX_PENDING:
                 raise PreviewBusy("the server is busy rendering previews; try again in a moment")
             fut = concurrent.futures.Future()

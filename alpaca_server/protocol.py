@@ -94,16 +94,20 @@ _ERROR_NUMBERS: tuple[tuple[type[CameraError], int], ...] = (
 )
 
 
-def error_from_exception(exc: BaseException) -> AlpacaError | None:
+def error_from_exception(exc: BaseException, member: str | None = None) -> AlpacaError | None:
     """Map a device-core error to its ASCOM error; None for anything that is not a core error.
 
     The mapping is by class only (never by message text), so the core decides the kind of failure.
+    The core is the only validator: its InvalidValue message (what was wrong, then "valid ...") is
+    passed on unchanged, prefixed with ``member``, the ASCOM member whose value it refused.
     """
     if isinstance(exc, AlpacaError):
         return exc
     if not isinstance(exc, CameraError):
         return None
     message = exc.message or exc.__class__.__name__
+    if member and isinstance(exc, InvalidValueError):
+        message = f"{member}: {message}"
     for kind, number in _ERROR_NUMBERS:
         if isinstance(exc, kind):
             return AlpacaError(number, message)
@@ -199,7 +203,7 @@ class AlpacaRequest:
     case_sensitive: bool
 
     @classmethod
-    def from_get(cls, query: Iterable[tuple[str, str]]) -> "AlpacaRequest":
+    def from_get(cls, query: Iterable[tuple[str, str]]) -> AlpacaRequest:
         """Parse a GET: every parameter name is matched case-insensitively."""
         items = list(query)
         lower = _first_by_lower(items)
@@ -208,7 +212,7 @@ class AlpacaRequest:
         return cls("GET", cid, ctid, _first_by_exact(items), lower, case_sensitive=False)
 
     @classmethod
-    def from_put(cls, form: Iterable[tuple[str, str]]) -> "AlpacaRequest":
+    def from_put(cls, form: Iterable[tuple[str, str]]) -> AlpacaRequest:
         """Parse a PUT: ids only count when exactly cased; other names must be exactly cased too."""
         items = list(form)
         exact = _first_by_exact(items)

@@ -290,7 +290,7 @@ class Security:
     # --- CSRF -------------------------------------------------------------------------------
 
     def _csrf_mac(self, user: str, issued: str) -> str:
-        mac = hmac.new(self.secret, f"csrf|{user}|{issued}".encode("utf-8"), hashlib.sha256).digest()
+        mac = hmac.new(self.secret, f"csrf|{user}|{issued}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
 
     def csrf_token(self, user: str | None = None, now: float | None = None) -> str:
@@ -345,7 +345,7 @@ async def read_body(request: web.Request, kind: str = "form") -> Any:
     coro = request.post() if kind == "form" else request.json()
     try:
         return await asyncio.wait_for(coro, BODY_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
                                      content_type="text/plain") from None
 

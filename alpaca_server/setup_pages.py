@@ -34,15 +34,17 @@ from typing import Any
 
 from aiohttp import web
 
+from driver import controls
+from driver.errors import CameraError, InvalidValueError, NotSupportedError
+from zwo_common.config import DEFAULT_FIELDS
+
 from . import preview, security
-from .app import CTX_KEY, ServerContext
 from .camera_api import READOUT_MODES, CameraDevice, ascom_camera_state, run_blocking
-from .config import DEFAULT_FIELDS
+from .context import CTX_KEY, ServerContext
 from .protocol import AlpacaError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATE_NAMES = {0: "Idle", 1: "Waiting", 2: "Exposing", 3: "Reading", 4: "Download", 5: "Error"}
-CAPTURE_MODES = ("exposure", "video")
 LOCATION_MAX = 100
 
 
@@ -235,9 +237,11 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
     types = tuple(info.image_types) if info is not None else READOUT_MODES
     mode_opts = "".join(f"<option value='{m}'>{m}</option>" for m in READOUT_MODES if m in types)
     cooler_fields = (
-        "<div class='field check'><label><input type='checkbox' name='cooler_on' id='f-cooler_on'> Cooler on</label></div>"
+        "<div class='field check'><label><input type='checkbox' name='cooler_on' id='f-cooler_on'> Cooler on"
+        "</label></div>"
         "<div class='field'><label for='f-target_temperature'>Cooler target °C</label>"
-        "<input id='f-target_temperature' name='target_temperature' type='number' step='0.5' inputmode='decimal' placeholder='e.g. -10'></div>"
+        "<input id='f-target_temperature' name='target_temperature' type='number' step='0.5' inputmode='decimal' "
+        "placeholder='e.g. -10'></div>"
         if cooler else ""
     )
     return f"""
@@ -283,16 +287,21 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
   </div>
   <fieldset><legend>Region of interest <span class='muted small' id='r-roi'></span></legend>
   <div class='row4'>
-    <div class='field'><label for='f-start_x'>Start X</label><input id='f-start_x' name='start_x' type='number' min='0' step='1' inputmode='numeric'></div>
-    <div class='field'><label for='f-start_y'>Start Y</label><input id='f-start_y' name='start_y' type='number' min='0' step='1' inputmode='numeric'></div>
-    <div class='field'><label for='f-width'>Width</label><input id='f-width' name='width' type='number' min='1' step='1' placeholder='full' inputmode='numeric'></div>
-    <div class='field'><label for='f-height'>Height</label><input id='f-height' name='height' type='number' min='1' step='1' placeholder='full' inputmode='numeric'></div>
+    <div class='field'><label for='f-start_x'>Start X</label><input id='f-start_x' name='start_x' type='number'
+      min='0' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-start_y'>Start Y</label><input id='f-start_y' name='start_y' type='number'
+      min='0' step='1' inputmode='numeric'></div>
+    <div class='field'><label for='f-width'>Width</label><input id='f-width' name='width' type='number'
+      min='1' step='1' placeholder='full' inputmode='numeric'></div>
+    <div class='field'><label for='f-height'>Height</label><input id='f-height' name='height' type='number'
+      min='1' step='1' placeholder='full' inputmode='numeric'></div>
   </div>
   <button type='button' id='full-frame' class='small-btn'>Full frame</button></fieldset>
   <div class='row2'>
     <div class='field'><label for='f-usb_bandwidth'>USB bandwidth <span class='muted small' id='r-usb'></span></label>
     <input id='f-usb_bandwidth' name='usb_bandwidth' type='number' step='1' inputmode='numeric'></div>
-    <div class='field check'><label><input type='checkbox' name='high_speed' id='f-high_speed'> High-speed readout</label></div>
+    <div class='field check'><label><input type='checkbox' name='high_speed'
+      id='f-high_speed'> High-speed readout</label></div>
     {cooler_fields}
   </div>
   <div class='buttons'><button type='submit' class='primary' id='apply'>Apply &amp; save</button>
@@ -305,7 +314,8 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
   <h2>Capture schedule</h2>
   <form id='schedule-form' autocomplete='off' novalidate>
   <div class='field'><label for='f-schedule'>Daily window (local time)</label>
-  <input id='f-schedule' name='window' placeholder='20:00-06:00' pattern='\\s*\\d{{1,2}}:\\d{{2}}\\s*-\\s*\\d{{1,2}}:\\d{{2}}\\s*'></div>
+  <input id='f-schedule' name='window' placeholder='20:00-06:00'
+    pattern='\\s*\\d{{1,2}}:\\d{{2}}\\s*-\\s*\\d{{1,2}}:\\d{{2}}\\s*'></div>
   <div class='buttons'><button type='submit' class='primary' id='schedule-save'>Save</button>
   <button type='button' id='schedule-clear'>Clear</button></div>
   <p class='muted small' id='schedule-now'></p>
@@ -368,9 +378,10 @@ def _save_config(request: web.Request, ctx: ServerContext) -> None:
 
 
 def parse_defaults_form(form: Any, names: Any = None) -> dict[str, Any]:
-    """Validate the fields of the defaults form that are present; raises ValueError with a readable message.
+    """Parse the fields of the defaults form that are present; raises ValueError with a readable message.
 
-    Blank means "the camera's default" (None). Booleans accept true/on/1 and false/off/0.
+    Only the types are checked here (and the schedule's syntax); the core validates the values when
+    they are applied. Blank means "the camera's default" (None). Booleans accept true/on/1 and false/off/0.
     """
     out: dict[str, Any] = {}
     for name, kind in DEFAULT_FIELDS.items():
@@ -402,15 +413,11 @@ def parse_defaults_form(form: Any, names: Any = None) -> dict[str, Any]:
                     raise ValueError
                 out[name] = value
             else:
-                if name == "readout_mode" and text not in READOUT_MODES:
-                    raise ValueError
                 if name == "schedule":
                     _parse_window(text)
                 out[name] = text
         except ValueError:
             what = {int: "whole number", float: "number"}.get(kind, "valid value")
-            if name == "readout_mode":
-                what = f"readout mode ({', '.join(READOUT_MODES)})"
             if name == "schedule":
                 what = "window like 20:00-06:00"
             raise ValueError(f"{name}: {text!r} is not a {what}") from None
@@ -419,7 +426,6 @@ def parse_defaults_form(form: Any, names: Any = None) -> dict[str, Any]:
 
 def _parse_window(text: str) -> Any:
     from driver import CaptureWindow  # noqa: PLC0415 - imported late: `zwo-alpaca --help` needs no driver
-    from driver.errors import CameraError  # noqa: PLC0415
 
     try:
         return CaptureWindow.parse(text.replace(" ", ""))
@@ -427,21 +433,18 @@ def _parse_window(text: str) -> Any:
         raise ValueError(exc.message) from None
 
 
-# config key -> ZWOCamera setting
-_SETTING_OF = {
-    "gain": "gain",
-    "offset": "offset",
-    "usb_bandwidth": "usb_bandwidth",
-    "readout_mode": "image_type",
-    "bin": "bin",
-    "high_speed": "high_speed",
-    "start_x": "start_x",
-    "start_y": "start_y",
-    "width": "width",
-    "height": "height",
-    "target_temperature": "target_temperature",
-    "cooler_on": "cooler_on",
-}
+# Config key (zwo_common.config.DEFAULT_FIELDS) -> CameraSettings field: the same name, except the
+# readout mode, which is the core's image type. "schedule" is not a setting (set_schedule()).
+_SETTING_OF = {key: {"readout_mode": "image_type"}.get(key, key) for key in DEFAULT_FIELDS if key != "schedule"}
+
+
+# The settings set_subframe() takes together (binned pixels; None width/height: the full frame).
+_FRAME_SETTINGS = ("start_x", "start_y", "width", "height", "bin")
+
+
+def _keeps_current(setting: str, value: Any) -> bool:
+    """A blank SDK-control value (gain, offset, USB, cooler target) leaves the camera's current one."""
+    return value is None and controls.spec_for_setting(setting) is not None
 
 
 def apply_defaults(dev: CameraDevice, values: dict[str, Any], log: logging.Logger) -> list[str]:
@@ -528,29 +531,26 @@ def _status_json(dev: CameraDevice, st: Any) -> dict[str, Any]:
     }
 
 
-def _range(controls: dict[str, Any], *names: str) -> dict[str, Any] | None:
-    for name in names:
-        ctl = controls.get(name)
-        if ctl is not None:
-            return {"min": ctl.min, "max": ctl.max, "default": ctl.default}
-    return None
+def _range(known: dict[str, Any] | None, spec: controls.ControlSpec) -> dict[str, Any] | None:
+    """The camera's limits of one SDK control (found as the core finds it: by name, alias or type)."""
+    ctl = controls.find(known, spec)
+    return {"min": ctl.min, "max": ctl.max, "default": ctl.default} if ctl is not None else None
 
 
 def _info_json(dev: CameraDevice) -> dict[str, Any]:
     info = dev.cam.info
     if info is None:
         return {}
-    controls = info.controls or {}
-    target = _range(controls, "TargetTemp")
+    known = info.controls or {}
     return {
         "model": info.model, "max_width": info.max_width, "max_height": info.max_height,
         "is_color": bool(info.is_color), "bayer_pattern": info.bayer_pattern, "has_cooler": bool(info.has_cooler),
         "supported_bins": list(info.supported_bins),
         "readout_modes": [m for m in READOUT_MODES if m in tuple(info.image_types)] or ["RAW16"],
         "exposure_min": info.exposure_min_s, "exposure_max": info.exposure_max_s,
-        "gain": _range(controls, "Gain"), "offset": _range(controls, "Offset", "Brightness"),
-        "usb_bandwidth": _range(controls, "BandWidth"), "target_temperature": target,
-        "high_speed": "HighSpeedMode" in controls if controls else None,
+        "gain": _range(known, controls.GAIN), "offset": _range(known, controls.OFFSET),
+        "usb_bandwidth": _range(known, controls.BANDWIDTH), "target_temperature": _range(known, controls.TARGET_TEMP),
+        "high_speed": controls.find(known, controls.HIGH_SPEED) is not None if known else None,
         "controls_known": info.controls is not None,
     }
 
@@ -558,18 +558,19 @@ def _info_json(dev: CameraDevice) -> dict[str, Any]:
 def _settings_json(dev: CameraDevice) -> dict[str, Any]:
     s = dev.cam.settings
     info = dev.cam.info
-    controls = (info.controls or {}) if info is not None else {}
+    known = info.controls if info is not None else None
 
-    def value(v: Any, *names: str) -> Any:
+    def value(v: Any, spec: controls.ControlSpec) -> Any:
         if v is not None:
             return v
-        r = _range(controls, *names)
+        r = _range(known, spec)
         return r["default"] if r else None
 
     return {
-        "gain": value(s.gain, "Gain"), "offset": value(s.offset, "Offset", "Brightness"), "bin": s.bin,
+        "gain": value(s.gain, controls.GAIN), "offset": value(s.offset, controls.OFFSET), "bin": s.bin,
         "readout_mode": s.image_type, "start_x": s.start_x, "start_y": s.start_y, "width": s.width,
-        "height": s.height, "usb_bandwidth": value(s.usb_bandwidth, "BandWidth"), "high_speed": bool(s.high_speed),
+        "height": s.height, "usb_bandwidth": value(s.usb_bandwidth, controls.BANDWIDTH),
+        "high_speed": bool(s.high_speed),
         "cooler_on": bool(s.cooler_on), "target_temperature": s.target_temperature,
     }
 
@@ -609,9 +610,9 @@ async def preview_png(request: web.Request) -> web.StreamResponse:
         result = await asyncio.wait_for(asyncio.wrap_future(cache.get(seq, width)), 60.0)
     except preview.PreviewBusy as exc:
         return _json({"ok": False, "error": str(exc)}, 503)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return _json({"ok": False, "error": "the preview took too long to render"}, 503)
-    except Exception:  # noqa: BLE001 - a render failure must not become a stack trace
+    except Exception:  # a render failure must not become a stack trace
         ctx.log.exception("camera %d: preview failed", dev.number)
         return _json({"ok": False, "error": "the preview could not be rendered (details are in the server log)"}, 409)
     if result is None:
@@ -619,12 +620,13 @@ async def preview_png(request: web.Request) -> web.StreamResponse:
     headers = {"X-Frame-Seq": str(result.seq), "X-Preview-Size": f"{result.cols}x{result.rows}",
                "X-Frame-Size": f"{result.frame_width}x{result.frame_height}",
                "X-Frame-Duration": f"{result.duration:g}", "X-Frame-Type": result.image_type,
-               "Cache-Control": "private, max-age=86400" if "seq" in request.query and result.seq == seq else "no-store"}
+               "Cache-Control": ("private, max-age=86400" if "seq" in request.query and result.seq == seq
+                                 else "no-store")}
     return web.Response(body=result.png, content_type="image/png", headers=headers)
 
 
 class ActionError(Exception):
-    """A request the page can show as it is (bad input)."""
+    """A request the page cannot parse (a wrong type, an unknown name): shown as it is."""
 
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -632,15 +634,15 @@ class ActionError(Exception):
         self.status = status
 
 
-def _number(body: dict[str, Any], name: str, *, low: float = 0.0) -> float:
+def _seconds(body: dict[str, Any], name: str) -> float:
+    """A number of seconds from the body: only its type is checked here, its range by the core."""
     raw = body.get(name)
     try:
-        value = float(str(raw).strip())
+        if isinstance(raw, bool):
+            raise ValueError
+        return float(str(raw).strip())
     except (TypeError, ValueError):
         raise ActionError(f"{name}: {raw!r} is not a number of seconds") from None
-    if value != value or value < low or value in (float("inf"),):
-        raise ActionError(f"{name}: {raw!r} must be a number of seconds >= {low:g}")
-    return value
 
 
 def _settings_changes(dev: CameraDevice, body: dict[str, Any]) -> dict[str, Any]:
@@ -665,26 +667,32 @@ def _settings_changes(dev: CameraDevice, body: dict[str, Any]) -> dict[str, Any]
 
 
 def _apply_settings(dev: CameraDevice, values: dict[str, Any]) -> None:
-    """Check the region against the sensor, then configure() every value at once (all or nothing).
+    """Apply the form's values (all or nothing); the core checks every one, the region included.
 
+    The region and binning go to ``set_subframe()``, which checks the whole subframe against the
+    binned sensor now (the page sends it as one value, unlike ASCOM's one-at-a-time setters); the
+    rest to one ``configure()``. If that is refused, the region is put back, so nothing changed.
     Runs in a worker thread. Blank gain/offset/USB/target leave the camera's current value.
     """
-    info = dev.cam.info
-    if info is not None:
-        current = dev.cam.settings
-        b = values.get("bin") or current.bin
-        max_w, max_h = info.max_width // max(1, b), info.max_height // max(1, b)
-        x = values.get("start_x", current.start_x) or 0
-        y = values.get("start_y", current.start_y) or 0
-        w = values.get("width", current.width) or max_w
-        h = values.get("height", current.height) or max_h
-        if x + w > max_w or y + h > max_h:
-            raise ActionError(f"the region {w}×{h} at ({x}, {y}) does not fit the {max_w}×{max_h} sensor at "
-                              f"binning {b}: start + size must be at most the sensor size (a blank width or "
-                              "height means the whole sensor)")
+    cam = dev.cam
     changes = {_SETTING_OF[k]: v for k, v in values.items()
-               if k in _SETTING_OF and not (v is None and k in ("gain", "offset", "usb_bandwidth", "target_temperature"))}
-    dev.cam.configure(**changes)
+               if k in _SETTING_OF and not _keeps_current(_SETTING_OF[k], v)}
+    frame = {k: changes.pop(k) for k in _FRAME_SETTINGS if k in changes}
+    if not frame:
+        cam.configure(**changes)
+        return
+    before = cam.settings
+    current = {k: getattr(before, k) for k in _FRAME_SETTINGS}
+    cam.set_subframe(**{**current, **frame})
+    try:
+        if changes:
+            cam.configure(**changes)
+    except Exception:
+        try:
+            cam.configure(**current)  # valid a moment ago, so only a lost camera can refuse it
+        except Exception:  # the original refusal is what the user must see
+            dev.log.warning("camera %d: the region could not be put back", dev.number, exc_info=True)
+        raise
 
 
 def _on_frame(frame: Any) -> None:
@@ -711,6 +719,7 @@ async def camera_action(request: web.Request) -> web.Response:
     cam = dev.cam
     page = _page_state(request, dev)
     message = ""
+    field_name: str | None = None  # the body field whose value the core checks (names its refusal)
     try:
         if name == "connect":
             await run_blocking(ctx.sdk_pool, cam.begin_connect, ctx.call_timeout)
@@ -719,17 +728,16 @@ async def camera_action(request: web.Request) -> web.Response:
             await run_blocking(ctx.sdk_pool, cam.begin_disconnect, ctx.call_timeout)
             message = "Disconnecting…"
         elif name == "expose":
-            duration = _number(body, "duration")
+            duration = _seconds(body, "duration")
+            field_name = "duration"
             await run_blocking(ctx.sdk_pool, lambda: cam.start_exposure(duration, True), ctx.call_timeout)
             message = f"Exposing {duration:g} s"
         elif name == "abort":
             await run_blocking(ctx.sdk_pool, cam.abort_exposure, ctx.call_timeout)
             message = "Exposure aborted"
         elif name == "capture":
-            exposure = _number(body, "exposure")
+            exposure = _seconds(body, "exposure")
             mode = str(body.get("mode", "exposure"))
-            if mode not in CAPTURE_MODES:
-                raise ActionError(f"mode: {mode!r} is not one of {', '.join(CAPTURE_MODES)}")
             await run_blocking(ctx.sdk_pool, lambda: cam.start_capture(_on_frame, exposure=exposure, mode=mode),
                                ctx.call_timeout)
             page.capture = {"exposure": exposure, "mode": mode}
@@ -749,7 +757,8 @@ async def camera_action(request: web.Request) -> web.Response:
             except ValueError as exc:
                 raise ActionError(str(exc)) from None
             await run_blocking(ctx.sdk_pool, lambda: cam.set_schedule(window), ctx.call_timeout)
-            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, {"schedule": str(window) if window else None}),
+            saved = {"schedule": str(window) if window else None}
+            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, saved),
                                ctx.call_timeout)
             message = f"Schedule set: capture {window}" if window else "Schedule cleared: no capture window"
         else:
@@ -757,24 +766,28 @@ async def camera_action(request: web.Request) -> web.Response:
     except ActionError as exc:
         return _json({"ok": False, "error": exc.message}, exc.status)
     except Exception as exc:  # noqa: BLE001 - every failure is shown as a readable message
-        return _json({"ok": False, "error": _readable(ctx, dev, name, exc)}, _http_status(exc))
+        return _refusal(ctx, dev, name, exc, field_name)
     return _json({"ok": True, "message": message})
 
 
-def _readable(ctx: ServerContext, dev: CameraDevice, action: str, exc: BaseException) -> str:
-    """The core's (or the Alpaca layer's) message; anything unexpected only says where to look."""
-    from driver.errors import CameraError  # noqa: PLC0415
+def _refusal(ctx: ServerContext, dev: CameraDevice, action: str, exc: BaseException,
+             field_name: str | None = None) -> web.Response:
+    """The one mapping of a failed page action to its answer: the core's message, unchanged.
 
+    A refused value (InvalidValue) or a missing feature (NotSupported) is HTTP 400, any other core
+    or Alpaca-layer error (wrong state, not connected, camera gone, timeout) 409; an InvalidValue is
+    prefixed with the body field it refused, e.g. ``duration: exposure -1 s is out of range: valid ...``.
+    Anything unexpected is logged and only says where to look.
+    """
     if isinstance(exc, (CameraError, AlpacaError)):
-        return exc.message
-    ctx.log.error("camera %d: page action %s failed", dev.number, action, exc_info=exc)
-    return f"{action} failed: internal error (details are in the server log)"
-
-
-def _http_status(exc: BaseException) -> int:
-    from driver.errors import InvalidValueError, NotSupportedError  # noqa: PLC0415
-
-    return 400 if isinstance(exc, (InvalidValueError, NotSupportedError)) else 409
+        message = exc.message
+        if field_name and isinstance(exc, InvalidValueError):
+            message = f"{field_name}: {message}"
+        status = 400 if isinstance(exc, (InvalidValueError, NotSupportedError)) else 409
+    else:
+        ctx.log.error("camera %d: page action %s failed", dev.number, action, exc_info=exc)
+        message, status = f"{action} failed: internal error (details are in the server log)", 409
+    return _json({"ok": False, "error": message}, status)
 
 
 # ------------------------------------------------------------------------------------ routes

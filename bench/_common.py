@@ -1,8 +1,10 @@
 """Shared pieces of the benchmarks: the server under test, a plain HTTP client, memory sampling,
 the same-run references (raw loopback TCP, memcpy, bare orjson), statistics, tables and JSON output.
 
-Nothing here needs more than the standard library and numpy/orjson (already dependencies of the
-product). Every loop is bounded in count and in time; every process started here is stopped by PID.
+Nothing here needs more than the standard library, numpy/orjson (already dependencies of the
+product) and requests (a test dependency, used by the server helper shared with the tests,
+tests/support/servers.py). Every loop is bounded in count and in time; every process started here
+is stopped by PID.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,6 +29,13 @@ from urllib.parse import urlencode
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+# The helpers the tests and the benchmarks share (server subprocess, ports) live in tests/support;
+# this is the one place bench/ puts tests/ on sys.path, so bench scripts import them from here.
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.servers import ServerProcess, free_port, wait_port  # noqa: E402, F401 - re-exported to bench scripts
+from support.servers import start_server as _start_server  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 PYTHON = sys.executable
 
@@ -38,13 +46,6 @@ FRAME_BYTES = W * H * 2  # 122,342,976
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def median(values: Iterable[float]) -> float:
@@ -76,68 +77,15 @@ def machine() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- server process
 
 
-@dataclass
-class Server:
-    """A ``zwo-alpaca serve --simulator ...`` subprocess on a free loopback port."""
-
-    proc: subprocess.Popen
-    port: int
-    workdir: Path
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        """The server's process id (for /proc sampling)."""
-        return self.proc.pid
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s; by PID only."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        try:
-            self.proc.stdout and self.proc.stdout.close()  # type: ignore[func-returns-value]
-        except OSError:
-            pass
-
-    def log_tail(self, n: int = 30) -> str:
-        """The last ``n`` lines of the server log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+Server = ServerProcess  # what start_server returns: .port, .pid, .proc, .workdir, .log_tail(), .stop()
 
 
-def start_server(model: str = MODEL, extra: Sequence[str] = (), timeout: float = 40.0) -> Server:
+def start_server(model: str = MODEL, extra: Sequence[str] = (), timeout: float = 40.0) -> ServerProcess:
     """Start the product server on the simulator (private config and lock dir) and wait for HTTP."""
     workdir = Path(tempfile.mkdtemp(prefix="zwo-bench-"))
-    port = free_port()
-    log_path = workdir / "server.log"
-    env = dict(os.environ)
-    env["ZWO_ALPACA_SIM_LOCK_DIR"] = str(workdir / "locks")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    cmd = [PYTHON, "-m", "alpaca_server", "serve", "--simulator", model, "--port", str(port), "--bind", "127.0.0.1",
-           "--no-discovery", "--indi-port", "0", "--config", str(workdir / "config.json"), *extra]
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    server = Server(proc, port, workdir, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
-        try:
-            status, _, _ = Http(port).request("GET", "/management/apiversions")
-            if status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server did not answer within {timeout} s:\n{server.log_tail()}")
+    # log_level None: the server's own default (or $ZWO_ALPACA_LOG_LEVEL), as a user would run it.
+    return _start_server(workdir, *extra, simulator=model, timeout=timeout, log_level=None,
+                         env={"PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1")})
 
 
 # ----------------------------------------------------------------------------- plain HTTP client
@@ -234,7 +182,7 @@ class Http:
         return status, hdrs, bytes(body)
 
     def download_into(self, path: str, out: memoryview, params: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None) -> dict[str, float]:
+                      headers: dict[str, str] | None = None) -> dict[str, Any]:
         """GET ``path`` reading the body into ``out`` (must be large enough).
 
         Returns t_first (request sent -> first response byte), t_first_mb (-> first MiB of the body:
@@ -266,7 +214,7 @@ class Http:
                 t_mb = time.perf_counter() - t0
         t_total = time.perf_counter() - t0
         return {"status": status, "t_first": t_first, "t_first_mb": t_mb if t_mb is not None else t_total,
-                "t_total": t_total, "nbytes": n, "content_type": hdrs.get("content-type", "")}  # type: ignore[dict-item]
+                "t_total": t_total, "nbytes": n, "content_type": hdrs.get("content-type", "")}
 
 
 class Alpaca:
@@ -356,7 +304,7 @@ class PeakRss:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.start_rss = proc_status(self.pid)["VmRSS"]
         self.hwm_reset = reset_hwm(self.pid)
         self.peak = self.start_rss
@@ -461,7 +409,7 @@ def _tcp_serve(nbytes: int) -> None:
             for _ in range(1000):
                 if conn.recv(1) != b"g":
                     return
-                conn.sendall(memoryview(payload))
+                conn.sendall(payload.data)
 
 
 def memcpy_rate(nbytes: int = FRAME_BYTES, reps: int = 5) -> dict[str, Any]:
@@ -536,7 +484,7 @@ def format_table(rows: Sequence[Row], title: str = "") -> str:
     if title:
         lines.append(f"### {title}")
         lines.append("")
-    fmt = "| " + " | ".join("{:%d}" % w for w in widths) + " |"
+    fmt = "| " + " | ".join(f"{{:{w}}}" for w in widths) + " |"
     lines.append(fmt.format(*head))
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in body:
@@ -547,7 +495,7 @@ def format_table(rows: Sequence[Row], title: str = "") -> str:
 def format_grid(columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "") -> str:
     """A Markdown table with any columns."""
     widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows)]
-    fmt = "| " + " | ".join("{:%d}" % w for w in widths) + " |"
+    fmt = "| " + " | ".join(f"{{:{w}}}" for w in widths) + " |"
     lines = [f"#### {title}", ""] if title else []
     lines.append(fmt.format(*columns))
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")

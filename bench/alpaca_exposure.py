@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FRAME_BYTES, MODEL, Alpaca, Result, median, proc_status, start_server  # noqa: E402
+from _common import FRAME_BYTES, MODEL, Alpaca, Result, median, proc_status, start_server
 
 
 def modelled_readout(bandwidth: int | None = None, high_speed: bool = False) -> dict:

@@ -31,15 +31,15 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     FRAME_BYTES,
-    H,
-    W,
     Alpaca,
+    H,
     Http,
     PeakRss,
     Result,
     TcpReference,
+    W,
     median,
     memcpy_rate,
     start_server,
@@ -133,12 +133,14 @@ def run(reps: int, json_reps: int) -> Result:
 
     res.add("raw loopback TCP, 122 MB", f"{tcp_rate:.0f} MB/s", note="reference, same run")
     res.add("memcpy (numpy copy), 122 MB", f"{mem['MBps']:.0f} MB/s", note="reference, same run")
-    res.add("orjson bare, transposed frame", f"{bare_s * 1e3:.0f} ms", note=f"reference; {js[0]['value_text_bytes'] / 1e6:.0f} MB text")
+    res.add("orjson bare, transposed frame", f"{bare_s * 1e3:.0f} ms",
+            note=f"reference; {js[0]['value_text_bytes'] / 1e6:.0f} MB text")
     res.add("(a) ImageBytes first download / raw TCP", f"{first_ratio:.2f}x ({first_rate:.0f} MB/s)", ">= 0.6x",
             first_ratio >= 0.6, "request right after ImageReady")
     res.add("(a) ImageBytes cached download / raw TCP", f"{cached_ratio:.2f}x ({cached_rate:.0f} MB/s)", ">= 0.6x",
             cached_ratio >= 0.6, "second client, same frame")
-    res.add("(a) ImageBytes TTFB, right after ImageReady", f"{ttfb_first * 1e3:.1f} ms (max {ttfb_first_max * 1e3:.1f})",
+    res.add("(a) ImageBytes TTFB, right after ImageReady",
+            f"{ttfb_first * 1e3:.1f} ms (max {ttfb_first_max * 1e3:.1f})",
             "< 50 ms", ttfb_first < 0.05, "median (max) over reps")
     res.add("(a) ImageBytes first MiB of pixels, right after ImageReady",
             f"{mb_first * 1e3:.1f} ms (max {mb_first_max * 1e3:.1f})", "< 50 ms", mb_first < 0.05,
@@ -146,14 +148,16 @@ def run(reps: int, json_reps: int) -> Result:
     res.add("(a) ImageBytes TTFB, cached", f"{ttfb_cached * 1e3:.1f} ms", "< 50 ms", ttfb_cached < 0.05)
     res.add("(b) JSON ImageArray / orjson bare", f"{json_ratio:.2f}x ({json_s * 1e3:.0f} vs {bare_s * 1e3:.0f} ms)",
             "<= 2x", json_ratio <= 2.0, f"ttfb {json_ttfb * 1e3:.0f} ms; {js[0]['bytes'] / 1e6:.0f} MB")
-    res.add("(b) JSON server peak RSS growth", f"{json_growth / 1e6:.0f} MB", f"<= {json_budget / 1e6:.0f} MB (text+frame)",
+    res.add("(b) JSON server peak RSS growth", f"{json_growth / 1e6:.0f} MB",
+            f"<= {json_budget / 1e6:.0f} MB (text+frame)",
             json_growth <= json_budget)
     res.add("(c) ImageBytes server peak RSS growth", f"{ib_growth / 1e6:.0f} MB ({ib_growth / FRAME_BYTES:.2f}x frame)",
             "<= 1.5x frame", ib_growth <= 1.5 * FRAME_BYTES, "max over reps")
     res.data = {"frame": f"{W}x{H} uint16", "frame_bytes": FRAME_BYTES, "reps": reps_data, "memcpy": mem,
                 "summary": {"tcp_MBps": tcp_rate, "imagebytes_first_ratio": first_ratio,
                             "imagebytes_cached_ratio": cached_ratio, "ttfb_first_s": ttfb_first,
-                            "ttfb_cached_s": ttfb_cached, "first_mb_first_s": mb_first, "json_ratio": json_ratio, "json_s": json_s,
+                            "ttfb_cached_s": ttfb_cached, "first_mb_first_s": mb_first, "json_ratio": json_ratio,
+                            "json_s": json_s,
                             "orjson_bare_s": bare_s, "json_rss_growth": json_growth,
                             "imagebytes_rss_growth": ib_growth}}
     return res

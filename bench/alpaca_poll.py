@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Alpaca, Result, median, percentile, start_downloader, start_server  # noqa: E402
+from _common import Alpaca, Result, median, percentile, start_downloader, start_server
 
 MEMBERS = ("camerastate", "imageready", "devicestate")
 

@@ -14,7 +14,7 @@ JSON (the ``Value`` text of the transposed, width-major array):
   ticker thread's worst gap): what an event loop serving polls would suffer.
 
 FITS (what INDI sends; indi_shim owns the code, measured here only):
-  * ``indi_shim.fits.build_fits`` - one numpy XOR pass into the big-endian file buffer;
+  * ``zwo_common.fits.build_fits`` - one numpy XOR pass into the big-endian file buffer;
   * ``astropy.io.fits`` - PrimaryHDU(uint16).writeto(BytesIO), if astropy is installed;
   * ``naive numpy`` - (data ^ 0x8000).astype('>u2').tobytes() and a header concatenation.
 Base64 of the FITS bytes: binascii (stdlib) and pybase64 if installed.
@@ -41,10 +41,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
+import numpy as np
+import orjson
 
-from _common import FRAME_BYTES, H, W, Result, median, sample_frame  # noqa: E402
+from _common import FRAME_BYTES, Result, W, median, sample_frame
 
 
 class GilTicker:
@@ -64,7 +64,7 @@ class GilTicker:
             self.max_gap = max(self.max_gap, now - last)
             last = now
 
-    def __enter__(self) -> "GilTicker":
+    def __enter__(self) -> GilTicker:
         self._t.start()
         time.sleep(0.005)
         return self
@@ -141,7 +141,7 @@ def run(reps: int) -> Result:
     # FITS
     fits_rows = []
     try:
-        from indi_shim.fits import build_fits  # noqa: PLC0415
+        from zwo_common.fits import build_fits  # noqa: PLC0415
 
         data["fits: indi_shim build_fits"] = measure(lambda: len(build_fits(frame, [("EXPTIME", 1.0, "s")])), reps)
         fits_rows.append("fits: indi_shim build_fits")
@@ -169,7 +169,7 @@ def run(reps: int) -> Result:
 
     data["fits: naive numpy"] = measure(naive, reps)
     fits_rows.append("fits: naive numpy")
-    raw = np.frombuffer(frame.tobytes(), dtype=np.uint8)
+    raw = np.frombuffer(frame.tobytes(), dtype=np.uint8).data
     data["base64: binascii"] = measure(lambda: binascii.b2a_base64(raw, newline=False), reps)
     fits_rows.append("base64: binascii")
     data["base64: stdlib base64"] = measure(lambda: base64.b64encode(raw), 1)

@@ -32,14 +32,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 from urllib.parse import parse_qs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
+import numpy as np
+import orjson
 
-from _common import (  # noqa: E402
+from _common import (
     FRAME_BYTES,
     PYTHON,
     Http,
@@ -63,7 +64,7 @@ class App:
     """What every stack serves: the same handlers, only the HTTP plumbing differs."""
 
     def __init__(self) -> None:
-        self.payload = memoryview(np.full(FRAME_BYTES, 7, dtype=np.uint8)).cast("B")
+        self.payload = np.full(FRAME_BYTES, 7, dtype=np.uint8).data.cast("B")
         self.pool = concurrent.futures.ThreadPoolExecutor(8)
         self.stid = 0
 
@@ -121,7 +122,7 @@ class _Proto(asyncio.Protocol):
     app: App
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream server hands out a Transport
         self.buf = b""
         self.paused = False
         self.resume = asyncio.Event()
@@ -192,7 +193,7 @@ def serve_uvicorn(port: int) -> None:
 
     app_state = App()
 
-    async def member(request):  # noqa: ANN001, ANN202
+    async def member(request):
         name = request.path_params["member"]
         if name == "camerastate":
             return Response(app_state.envelope(request.url.query, 0), media_type="application/json")
@@ -200,7 +201,7 @@ def serve_uvicorn(port: int) -> None:
             value = await asyncio.get_running_loop().run_in_executor(app_state.pool, app_state.sdk_call)
             return Response(app_state.envelope(request.url.query, value), media_type="application/json")
 
-        async def body():  # noqa: ANN202
+        async def body():
             yield HEADER
             view = app_state.payload
             for off in range(0, len(view), CHUNK):

@@ -42,35 +42,21 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from indi_shim.fits import build_fits, camera_cards, parse_header  # noqa: E402
+from _common import free_port, wait_port  # noqa: E402 - shared with the tests (tests/support/servers.py)
+from zwo_common.fits import build_fits, camera_cards, parse_header  # noqa: E402
 
 W, H = 9576, 6388
 OURS_DEV = "ZWO CCD ASI6200MM Pro"
 SIM_DEV = "CCD Simulator"
 PY_DEV = "PyBlob CCD"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 class RawClient:
@@ -95,7 +81,7 @@ class RawClient:
                 if not d:
                     break
                 out += d
-        except socket.timeout:
+        except TimeoutError:
             pass
         self.sock.settimeout(None)
         return bytes(out)
@@ -110,7 +96,7 @@ class RawClient:
                     raise TimeoutError(f"no {needle!r} within {timeout} s")
                 try:
                     d = self.sock.recv(1 << 20)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if not d:
                     raise ConnectionError("server closed")
@@ -119,7 +105,7 @@ class RawClient:
             self.sock.settimeout(None)
         return bytes(out)
 
-    def expose(self, device: str, seconds: float, timeout: float = 120.0) -> dict[str, float]:
+    def expose(self, device: str, seconds: float, timeout: float = 120.0) -> dict[str, Any]:
         """Request an exposure; return timings of the BLOB that answers it."""
         n = 0
         start = -1
@@ -162,7 +148,8 @@ def check_blob(blob: bytes) -> tuple[int, str]:
     payload = base64.b64decode(bytes(blob[head_end:tail]).replace(b"\n", b"").replace(b" ", b""))
     hdr, _ = parse_header(payload)
     ok = (hdr.get("NAXIS1"), hdr.get("NAXIS2"), hdr.get("BITPIX")) == (W, H, 16)
-    return len(payload), f"{hdr.get('NAXIS1')}x{hdr.get('NAXIS2')} BITPIX {hdr.get('BITPIX')}" + ("" if ok else " (WRONG)")
+    shape = f"{hdr.get('NAXIS1')}x{hdr.get('NAXIS2')} BITPIX {hdr.get('BITPIX')}"
+    return len(payload), shape + ("" if ok else " (WRONG)")
 
 
 def loopback_reference(nbytes: int) -> float:
@@ -205,12 +192,12 @@ def start_ours(work: Path) -> tuple[subprocess.Popen, int, int]:
     http, indi = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), ZWO_ALPACA_SIM_LOCK_DIR=str(work / "locks"))
     log = open(work / "zwo-alpaca.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_server", "serve", "--simulator", "asi6200mm-pro",
+    proc = subprocess.Popen([sys.executable, "-m", "zwo_runtime", "serve", "--simulator", "asi6200mm-pro",
                              "--bind", "127.0.0.1", "--port", str(http), "--indi-port", str(indi), "--no-discovery",
                              "--config", str(work / "config.json")], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    wait_port(indi)
-    wait_port(http)
+    wait_port(indi, 30.0)
+    wait_port(http, 30.0)
     return proc, indi, http
 
 
@@ -222,7 +209,7 @@ def start_libindi(work: Path, fits_dir: Path) -> tuple[subprocess.Popen, int]:
     # base64 frame is 163 MB.
     proc = subprocess.Popen(["indiserver", "-p", str(port), "-m", "1024", "indi_simulator_ccd"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_port(port)
+    wait_port(port, 30.0)
     time.sleep(0.5)
     c = RawClient(port)
     c.send('<getProperties version="1.7"/>')
@@ -281,7 +268,7 @@ def start_indipy(work: Path, python: str, fits_path: Path) -> tuple[subprocess.P
     log = open(work / "indipyserver.log", "wb")
     proc = subprocess.Popen([python, str(script), str(port), str(fits_path)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    wait_port(port)
+    wait_port(port, 30.0)
     return proc, port
 
 
@@ -299,7 +286,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # ------------------------------------------------------------------------------------------ measuring
-def measure_raw(port: int, device: str, reps: int, seconds: float, connect: bool) -> list[dict[str, float]]:
+def measure_raw(port: int, device: str, reps: int, seconds: float, connect: bool) -> list[dict[str, Any]]:
     c = RawClient(port)
     c.send('<getProperties version="1.7"/>')
     c.send(f'<enableBLOB device="{device}">Also</enableBLOB>')
@@ -354,6 +341,7 @@ def measure_pyindi(port: int, device: str, reps: int, seconds: float) -> list[fl
             dev = c.getDevice(device)
             time.sleep(0.1)
         c.setBLOBMode(PyIndi.B_ALSO, device, None)
+        assert dev is not None
         out = []
         for i in range(reps + 1):
             c.got.clear()
@@ -383,7 +371,7 @@ class AlpacaPoller:
         self.threads = [threading.Thread(target=self._run, args=(http.client,), daemon=True) for _ in range(4)]
         self.active = threading.Event()
 
-    def _run(self, httpc) -> None:  # type: ignore[no-untyped-def]
+    def _run(self, httpc: Any) -> None:
         conn = httpc.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
         while not self.stop_ev.is_set():
             t0 = time.perf_counter()
@@ -393,7 +381,7 @@ class AlpacaPoller:
                 self.samples.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.002)
 
-    def __enter__(self) -> "AlpacaPoller":
+    def __enter__(self) -> AlpacaPoller:
         for t in self.threads:
             t.start()
         return self
@@ -475,7 +463,7 @@ def _send_quietly(sock: socket.socket, payload: bytes, half_close: bool) -> None
         pass
 
 
-def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     tr = [r["transfer_s"] for r in runs]
     e2e = [r["end_to_end_s"] for r in runs]
     wire = runs[0]["wire_bytes"]
@@ -496,7 +484,7 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="indi-blob-bench-"))
-    results: dict[str, object] = {"frame": f"{W}x{H} uint16", "time": datetime.now().isoformat(timespec="seconds"),
+    results: dict[str, Any] = {"frame": f"{W}x{H} uint16", "time": datetime.now().isoformat(timespec="seconds"),
                                   "python": sys.version.split()[0], "cpus": os.cpu_count()}
     procs: list[subprocess.Popen] = []
     try:
@@ -511,7 +499,7 @@ def main() -> int:
         fits_path.write_bytes(fits.buffer.tobytes())
         del frame, fits
 
-        servers: dict[str, dict[str, object]] = {}
+        servers: dict[str, dict[str, Any]] = {}
 
         print("zwo-alpaca (our INDI shim, simulated ASI6200MM Pro) ...")
         proc, indi_port, http_port = start_ours(work)
@@ -562,11 +550,11 @@ def main() -> int:
         else:
             print("indipydriver/indipyserver not importable by", args.indipy_python, "- skipped")
 
-        ref = loopback_reference(int(ours["wire_bytes"]))  # type: ignore[arg-type]
-        results["loopback_tcp_MBps"] = ours["wire_bytes"] / ref / 1e6  # type: ignore[operator]
+        ref = loopback_reference(int(ours["wire_bytes"]))
+        results["loopback_tcp_MBps"] = ours["wire_bytes"] / ref / 1e6
         results["servers"] = servers
         if "libindi" in servers and "rate_MBps_median" in servers["libindi"]:
-            ratio = ours["rate_MBps_median"] / servers["libindi"]["rate_MBps_median"]  # type: ignore[operator]
+            ratio = ours["rate_MBps_median"] / servers["libindi"]["rate_MBps_median"]
             results["ratio_vs_libindi"] = ratio
             results["target_met"] = ratio >= 1.0
 
@@ -588,7 +576,7 @@ def main() -> int:
                   f"(target >= 1.0x: {'met' if results['target_met'] else 'NOT met'})")
         print("\nbad input (each on its own connection; then a second client asks for properties):")
         for name, r in servers.items():
-            for case, outcome in (r.get("bad_input") or {}).items():  # type: ignore[union-attr]
+            for case, outcome in (r.get("bad_input") or {}).items():
                 print(f"  {name:<14} {case:<17} {outcome}")
 
         out_dir = REPO / "bench" / "results"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import FRAME_BYTES, RESULTS, W, H, Alpaca, Http, start_server  # noqa: E402
+from _common import FRAME_BYTES, RESULTS, Alpaca, H, Http, W, start_server
 
 IMAGE = "/api/v1/camera/0/imagearray"
 # A stack with one of these frames is a thread waiting, not working.
@@ -40,7 +40,7 @@ def workload(port: int, kind: str, cycles: int) -> None:
     buf = memoryview(bytearray(W * H * 7 + 4096 if kind == "json" else FRAME_BYTES + 4096))
     ib = {"Accept": "application/imagebytes"}
     deadline = time.monotonic() + 120
-    for i in range(cycles):
+    for _ in range(cycles):
         if time.monotonic() > deadline:
             break
         if kind == "first":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, REPO, RESULTS, format_grid, machine  # noqa: E402
+from _common import PYTHON, REPO, RESULTS, format_grid, machine
 
 BENCH = REPO / "bench"
 
@@ -41,7 +41,8 @@ BENCH = REPO / "bench"
 BENCHMARKS: dict[str, tuple[str, list[str], list[str], float]] = {
     "alpaca_image": ("alpaca_image.py", ["--reps", "7", "--json-reps", "3"], ["--reps", "3", "--json-reps", "1"], 900),
     "alpaca_poll": ("alpaca_poll.py", ["--downloads", "8"], ["--downloads", "4"], 600),
-    "alpaca_exposure": ("alpaca_exposure.py", ["--reps", "10", "--cycles", "1000"], ["--reps", "5", "--cycles", "200"], 600),
+    "alpaca_exposure": ("alpaca_exposure.py", ["--reps", "10", "--cycles", "1000"], ["--reps", "5", "--cycles", "200"],
+                        600),
     "http_stacks": ("http_stacks.py", ["--rounds", "3"], ["--rounds", "1"], 1200),
     "encoders": ("encoders.py", ["--reps", "3"], ["--reps", "1"], 600),
     "transpose": ("transpose.py", ["--reps", "7"], ["--reps", "2"], 300),
@@ -58,6 +59,7 @@ def run_one(name: str, quick: bool) -> dict:
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=str(REPO))
+    rc: int | str
     try:
         rc = proc.wait(limit)
     except subprocess.TimeoutExpired:
@@ -83,7 +85,8 @@ def indi_rows(doc: dict) -> list[list[str]]:
     ratio = doc.get("ratio_vs_libindi")
     if ratio is not None:
         rows.append(["indi_blob", "INDI FITS BLOB rate / libindi indi_simulator_ccd",
-                     f"{ratio:.2f}x ({ours.get('rate_MBps_median', 0):.0f} vs {lib.get('rate_MBps_median', 0):.0f} MB/s)",
+                     f"{ratio:.2f}x ({ours.get('rate_MBps_median', 0):.0f} vs "
+                     f"{lib.get('rate_MBps_median', 0):.0f} MB/s)",
                      ">= 1.0x", "PASS" if ratio >= 1.0 else "FAIL"])
     elif ours:
         rows.append(["indi_blob", "INDI FITS BLOB rate (libindi not measured)",

@@ -59,6 +59,10 @@ from typing import Any
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import free_port  # noqa: E402 - shared with the tests (tests/support/servers.py)
+
 MODELS = "asi294mc-pro,asi120mm-mini,asi120mm-mini"
 CAM_IMAGING, CAM_INDI, CAM_CYCLE = 0, 1, 2
 DEV_INDI, DEV_CYCLE = "ZWO CCD ASI120MM Mini", "ZWO CCD ASI120MM Mini 1"
@@ -103,12 +107,6 @@ class Stats:
 
 
 # ------------------------------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -120,7 +118,7 @@ class Server:
         env.pop("JOURNAL_STREAM", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "alpaca_server", "serve", "--bind", "127.0.0.1", "--port", str(self.port),
+                [sys.executable, "-m", "zwo_runtime", "serve", "--bind", "127.0.0.1", "--port", str(self.port),
                  "--indi-port", str(self.indi_port), "--no-discovery", "--simulator", MODELS,
                  "--config", str(workdir / "config.json")],
                 cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,7 +142,7 @@ class Server:
     def api(self, n: int, member: str) -> str:
         return self.url(f"/api/v1/camera/{n}/{member}")
 
-    def proc_status(self) -> dict[str, int]:
+    def proc_status(self) -> dict[str, float]:
         out = {}
         with open(f"/proc/{self.proc.pid}/status") as fh:
             for line in fh:
@@ -371,7 +369,8 @@ class Soak:
             return None
         self.stats.ok("alpaca")
         if body.get("ErrorNumber"):
-            self.stats.error(f"alpaca:0x{body['ErrorNumber']:X}", f"{role} {method} {member}: {body.get('ErrorMessage')}")
+            self.stats.error(f"alpaca:0x{body['ErrorNumber']:X}",
+                             f"{role} {method} {member}: {body.get('ErrorMessage')}")
         return body
 
     def _sleep(self, seconds: float) -> bool:
@@ -766,7 +765,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(args: argparse.Namespace, st: Stats, per_cycle: list[dict], start: dict, end: dict, record: dict,
-              counters: dict, last_tid: int, code: int, stop_s: float, held_after: int, log: str,
+              counters: dict, last_tid: int | None, code: int, stop_s: float, held_after: int, log: str,
               elapsed: float, cycle_s: float) -> dict[str, Any]:
     measured = per_cycle[1:] if len(per_cycle) > 1 else per_cycle  # the first cycle is the warm-up
     k = max(1, len(measured) // 3)

@@ -14,8 +14,21 @@ from .errors import (
     SdkError,
     SdkNotFoundError,
 )
+from .events import (
+    Connected,
+    ConnectionLost,
+    CoreEvent,
+    Disconnected,
+    ErrorReported,
+    Exposure,
+    ExposureEnded,
+    ExposureOutcome,
+    ExposureStarted,
+    FrameCaptured,
+    SettingsChanged,
+    StateChanged,
+)
 from .models import (
-    CameraEvent,
     CameraInfo,
     CameraSettings,
     CameraStatus,
@@ -27,7 +40,9 @@ from .models import (
 from .state import CameraState
 
 __all__ = [
-    "CameraError", "CameraEvent", "CameraGoneError", "CameraInfo", "CameraSettings", "CameraState",
+    "Connected", "ConnectionLost", "CoreEvent", "Disconnected", "ErrorReported", "Exposure", "ExposureEnded",
+    "ExposureOutcome", "ExposureStarted", "FrameCaptured", "SettingsChanged", "StateChanged",
+    "CameraError", "CameraGoneError", "CameraInfo", "CameraSettings", "CameraState",
     "CameraStatus", "CaptureWindow", "ControlInfo", "Frame", "InvalidOperationError", "InvalidValueError",
     "NotConnectedError", "NotSupportedError", "ReconnectPolicy", "SdkError", "SdkNotFoundError", "ZWOCamera",
 ]

@@ -32,9 +32,10 @@ def zwoasi() -> ModuleType:
     return _module
 
 
-def library():
+def library() -> object | None:
     """The library object zwoasi calls into (the real SDK's CDLL, or the simulator), or None."""
-    return zwoasi().zwolib
+    lib: object | None = zwoasi().zwolib
+    return lib
 
 
 def read_serial(camera_id: int) -> str | None:

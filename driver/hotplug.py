@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Self
 
 from . import _zwo
 from . import sdk as _sdk
@@ -56,7 +57,7 @@ class _Periodic:
     def _tick(self) -> bool:
         raise NotImplementedError
 
-    def start(self) -> "_Periodic":
+    def start(self) -> Self:
         """Start (once)."""
         if self._thread is None:
             self._begin()
@@ -76,7 +77,7 @@ class _Periodic:
             try:
                 if self._tick():
                     return
-            except Exception:  # noqa: BLE001 - a watcher must outlive one bad look
+            except Exception:  # a watcher must outlive one bad look
                 self.log.exception("hotplug: %s failed; trying again in %.0f s", self.thread_name, self.interval)
 
 
@@ -161,7 +162,7 @@ class CameraWatcher(_Periodic):
                               info.camera_id)
                 try:
                     self._on_new(info)
-                except Exception:  # noqa: BLE001 - offered again at the next change
+                except Exception:  # offered again at the next change
                     self.log.exception("hotplug: could not add %s", info.name)
                     failed.add(info.camera_id)
                     continue
@@ -203,6 +204,6 @@ class AttachProbe(_Periodic):
         self.log.warning("a ZWO camera is now attached (%d seen by %s)", n, self.path)
         try:
             self._on_attached(n)
-        except Exception:  # noqa: BLE001 - nothing else to do from here
+        except Exception:  # nothing else to do from here
             self.log.exception("hotplug: acting on the attached camera failed")
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ BAYER_NAMES = {0: "RGGB", 1: "BGGR", 2: "GRBG", 3: "GBRG"}
 IMAGE_TYPE_NAMES = {0: "RAW8", 1: "RGB24", 2: "RAW16", 3: "Y8"}
 IMAGE_TYPE_CODES = {name: code for code, name in IMAGE_TYPE_NAMES.items()}
 GUIDE_DIRECTIONS = {"N": 0, "S": 1, "E": 2, "W": 3}
+FRAME_TYPE_NAMES = ("light", "dark", "bias", "flat")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class CameraSettings:
     # Other writable SDK controls set by name (WB_R, WB_B, MonoBin, AntiDewHeater, ...).
     extra_controls: dict[str, int] = field(default_factory=dict)
 
-    def copy(self) -> "CameraSettings":
+    def copy(self) -> CameraSettings:
         """An independent copy."""
         values = dict(self.__dict__)
         values["extra_controls"] = dict(self.extra_controls)
@@ -133,6 +135,23 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """One exposure as the core accepted it; `start_exposure` returns it and events carry it.
+
+    `duration` is what is exposed (a bias frame exposes for the camera's minimum whatever was
+    asked), `requested` what the caller asked for. `owner` is the caller's opaque token, so a front
+    end recognises its own exposures without guessing.
+    """
+
+    id: int
+    duration: float
+    requested: float
+    light: bool
+    frame_type: str
+    owner: object = None
+
+
+@dataclass(frozen=True)
 class CameraStatus:
     """A consistent snapshot of everything polling clients ask for; taking it never waits on the SDK."""
 
@@ -153,14 +172,10 @@ class CameraStatus:
     status_text: str
     error: str | None
     frame_seq: int
-
-
-@dataclass(frozen=True)
-class CameraEvent:
-    """Something that happened to a camera, delivered to listeners (front ends push it to clients)."""
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
+    #: the exposure running, or the last one (None before the first)
+    exposure: Exposure | None = None
+    #: seconds left of the exposure in progress (0 while reading out); None when none is running
+    time_left: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,7 @@ class ReconnectPolicy:
     cap: float = 5.0
     enabled: bool = True
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         """Yield the wait before each attempt: initial, initial*factor, ... capped at `cap`, forever."""
         delay = self.initial
         while True:
@@ -191,7 +206,7 @@ class CaptureWindow:
     end: _dt.time
 
     @classmethod
-    def parse(cls, text: str) -> "CaptureWindow":
+    def parse(cls, text: str) -> CaptureWindow:
         """Parse "HH:MM-HH:MM"; raises InvalidValueError with the expected form."""
         parts = text.split("-")
         if len(parts) != 2:

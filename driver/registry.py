@@ -12,19 +12,31 @@ import logging
 import signal
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .camera import ZWOCamera
+from .models import CameraInfo
+
+
+class Tracked(Protocol):
+    """What the registry needs of a camera object (`Tracked` is one; the registry imports none)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def info(self) -> CameraInfo | None: ...
+
+    def disconnect_camera(self) -> None: ...
+
 
 log = logging.getLogger("zwo_alpaca.registry")
-_all: "weakref.WeakSet[ZWOCamera]" = weakref.WeakSet()
-_open: "set[ZWOCamera]" = set()
+_all: weakref.WeakSet[Tracked] = weakref.WeakSet()
+_open: set[Tracked] = set()
 _lock = threading.Lock()
 _hooked = False
 
 
-def track(cam: "ZWOCamera") -> None:
+def track(cam: Tracked) -> None:
     """Remember a camera object (weakly) and make sure the exit hook is installed."""
     global _hooked
     with _lock:
@@ -34,25 +46,25 @@ def track(cam: "ZWOCamera") -> None:
             _hooked = True
 
 
-def opened(cam: "ZWOCamera") -> None:
+def opened(cam: Tracked) -> None:
     """A camera was connected: hold it strongly until it is disconnected, so exit can release it."""
     with _lock:
         _open.add(cam)
 
 
-def closed(cam: "ZWOCamera") -> None:
+def closed(cam: Tracked) -> None:
     """A camera was disconnected."""
     with _lock:
         _open.discard(cam)
 
 
-def tracked() -> list["ZWOCamera"]:
+def tracked() -> list[Tracked]:
     """Every camera object alive in this process, connected or not."""
     with _lock:
         return list(_all)
 
 
-def open_cameras() -> list["ZWOCamera"]:
+def open_cameras() -> list[Tracked]:
     """The cameras currently connected (or trying to be)."""
     with _lock:
         return list(_open)
@@ -65,7 +77,7 @@ def release_all() -> None:
     for cam in cams:
         try:
             cam.disconnect_camera()
-        except Exception as exc:  # exit must go on even if one camera misbehaves
+        except Exception as exc:  # noqa: BLE001 - exit must go on even if one camera misbehaves
             log.warning("releasing %s at exit failed: %s", getattr(cam, "name", cam), exc)
 
 

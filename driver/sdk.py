@@ -17,6 +17,7 @@ import platform
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import _zwo
 from .errors import SdkError, SdkNotFoundError
@@ -25,7 +26,8 @@ from .models import BAYER_NAMES, IMAGE_TYPE_NAMES, CameraInfo
 log = logging.getLogger("zwo_alpaca.sdk")
 
 DEFAULT_SIM_MODEL = "asi294mc-pro"
-LIBUSB_HINT = "libusb-1.0 is missing: install it with 'sudo apt-get install libusb-1.0-0' (Debian, Raspberry Pi OS, Ubuntu)"
+LIBUSB_HINT = ("libusb-1.0 is missing: install it with 'sudo apt-get install libusb-1.0-0' "
+               "(Debian, Raspberry Pi OS, Ubuntu)")
 _SYSTEM_DIRS = (
     "/usr/lib", "/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
     "/usr/lib/arm-linux-gnueabihf", "/usr/lib64", "/opt/zwo/lib",
@@ -130,7 +132,7 @@ def find_sdk(sdk_path: str | None = None) -> tuple[str, str, list[str]]:
 
 def _install_real(path: str) -> None:
     zwo = _zwo.zwoasi()
-    zwo.zwolib = None
+    zwo.zwolib = None  # type: ignore[attr-defined]  # zwoasi is untyped; init() sets this global too
     try:
         zwo.init(path)
     except OSError as exc:
@@ -141,7 +143,7 @@ def _install_real(path: str) -> None:
 
 def load(sdk_path: str | None = None, simulator: list[str] | None = None,
          fallback_to_simulator: bool = True, default_sim_model: str = DEFAULT_SIM_MODEL,
-         sim_options: dict | None = None) -> SdkInfo:
+         sim_options: dict[str, Any] | None = None) -> SdkInfo:
     """Install an SDK beneath zwoasi and report which one.
 
     `simulator` forces simulated cameras of those models, in that order. Otherwise the real SDK is
@@ -174,7 +176,7 @@ def load(sdk_path: str | None = None, simulator: list[str] | None = None,
     return _install_simulator([default_sim_model], reason, tried, sim_options, real_path)
 
 
-def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict | None,
+def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict[str, Any] | None,
                        real_path: str | None = None) -> SdkInfo:
     global _current
     from . import simulator  # noqa: PLC0415 - only needed when simulating

@@ -5,7 +5,9 @@ Two ways to run it:
 * inside the ``zwo-alpaca serve`` process, as a TCP INDI server (``indi_shim.server.IndiServer``), so
   KStars/Ekos, PHD2 and the INDI command-line tools talk to the very cameras the Alpaca server serves;
 * as an INDI driver program under libindi's ``indiserver`` (``zwo-alpaca-indi``,
-  ``indi_shim.driver_main``), speaking INDI over stdin/stdout while the same process serves Alpaca.
+  ``zwo_runtime.indi_main``), speaking INDI over stdin/stdout while the same process serves Alpaca.
+
+Either way the runtime (``zwo_runtime``) composes it through ``indi_shim.frontend.IndiFrontEnd``.
 
 The protocol layer (safe incremental XML parsing, per-client send queues, BLOB fan-out) is our own;
 see docs/performance.md "## INDI" for why it was preferred over indipydriver/indipyserver.
@@ -19,5 +21,5 @@ try:  # the installed distribution's version, so DRIVER_VERSION matches what the
     from importlib.metadata import version as _dist_version
 
     __version__ = _dist_version("zwo-alpaca")
-except Exception:  # pragma: no cover - running from a source tree without metadata
+except Exception:  # noqa: BLE001  # pragma: no cover - running from a source tree without metadata
     __version__ = "0.1.0"

@@ -31,7 +31,7 @@ import asyncio
 import binascii
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 
 import numpy as np
@@ -39,13 +39,13 @@ import numpy as np
 log = logging.getLogger("zwo_alpaca.indi")
 
 try:  # optional accelerator; see module docstring
-    import pybase64 as _pybase64  # type: ignore[import-not-found]
+    import pybase64 as _pybase64  # type: ignore[import-not-found, unused-ignore]
 
     def _b64(view: memoryview) -> bytes:
         return _pybase64.b64encode(view)
 
     ENCODER = "pybase64"
-except Exception:  # pragma: no cover - depends on the environment
+except Exception:  # noqa: BLE001 - pybase64 missing or broken: fall back  # pragma: no cover
     def _b64(view: memoryview) -> bytes:
         return binascii.b2a_base64(view, newline=False)
 
@@ -90,7 +90,7 @@ def with_newlines(b64: bytes) -> memoryview:
     n = len(b64)
     out = np.empty(n + (n + LINE - 1) // LINE, dtype=np.uint8)
     _place(b64, out)
-    return memoryview(out).cast("B")
+    return out.data.cast("B")
 
 
 class EncodedBlob:
@@ -102,7 +102,7 @@ class EncodedBlob:
     """
 
     def __init__(self, raw: memoryview, fmt: str, loop: asyncio.AbstractEventLoop, *, slice_size: int = SLICE,
-                 on_done: Callable[["EncodedBlob"], None] | None = None) -> None:
+                 on_done: Callable[[EncodedBlob], None] | None = None) -> None:
         if slice_size % 54:
             raise ValueError("slice size must be a multiple of 54 bytes (whole 72-character lines)")
         self.fmt = fmt
@@ -113,7 +113,7 @@ class EncodedBlob:
         self._loop = loop
         self._slice = slice_size
         self._out = np.empty(self.wire_len, dtype=np.uint8)
-        self.view = memoryview(self._out).cast("B")
+        self.view = self._out.data.cast("B")
         self.done = False
         self.error: BaseException | None = None
         self.encode_seconds = 0.0
@@ -144,7 +144,7 @@ class EncodedBlob:
                     time.sleep(0)  # hand the GIL to whoever waits for it (the Alpaca loop, the INDI loop)
             if pos != self.wire_len:  # pragma: no cover - arithmetic guard
                 raise RuntimeError(f"base64 layout error: wrote {pos} of {self.wire_len} bytes")
-        except BaseException as exc:  # delivered to waiters; never kills the worker
+        except BaseException as exc:  # noqa: BLE001 - delivered to waiters; never kills the worker
             self._finish_threadsafe(exc)
             return
         finally:
@@ -180,7 +180,7 @@ class EncodedBlob:
             await fut
         return self.error is None
 
-    def pieces(self, size: int = SEND_PIECE):  # type: ignore[no-untyped-def]
+    def pieces(self, size: int = SEND_PIECE) -> Iterator[memoryview]:
         """The finished payload in write-sized slices (zero-copy memoryviews)."""
         for off in range(0, self.wire_len, size):
             yield self.view[off:off + size]

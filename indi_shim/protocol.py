@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
 
 IDLE, OK, BUSY, ALERT = "Idle", "Ok", "Busy", "Alert"
 STATES = (IDLE, OK, BUSY, ALERT)
@@ -40,8 +40,8 @@ def text(s: object) -> str:
 
 def timestamp(when: datetime | None = None) -> str:
     """INDI timestamps: UTC, ISO 8601, whole seconds, no zone suffix (as libindi's timestamp())."""
-    when = when or datetime.now(timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def fmt_number(v: float) -> str:
@@ -118,6 +118,13 @@ class BLOB:
 
 
 Member = Number | Switch | Text | Light | BLOB
+_M = TypeVar("_M", Number, Switch, Text)
+
+
+def _kind(member: Member, kind: type[_M]) -> _M:
+    if not isinstance(member, kind):
+        raise TypeError(f"member {member.name!r} is a {type(member).__name__}, not a {kind.__name__}")
+    return member
 
 
 @dataclass
@@ -134,6 +141,10 @@ class Vector:
     timeout: float = 60
     rule: str | None = None  # switches: OneOfMany, AtMostOne, AnyOfMany
     members: list[Member] = field(default_factory=list)
+    # The device core validates this property's values (and says what is valid when it refuses
+    # one), so the INDI layer does not check numbers against the members' min/max: a second
+    # bound would differ from the core's and hide its message.
+    core_validated: bool = False
 
     # ---- lookup helpers
     def member(self, name: str) -> Member | None:
@@ -147,6 +158,18 @@ class Vector:
         if m is None:
             raise KeyError(name)
         return m
+
+    def number(self, name: str) -> Number:
+        """The Number member `name` (KeyError if there is none, TypeError if it is another kind)."""
+        return _kind(self[name], Number)
+
+    def switch(self, name: str) -> Switch:
+        """The Switch member `name` (KeyError if there is none, TypeError if it is another kind)."""
+        return _kind(self[name], Switch)
+
+    def text(self, name: str) -> Text:
+        """The Text member `name` (KeyError if there is none, TypeError if it is another kind)."""
+        return _kind(self[name], Text)
 
     def on_switch(self) -> str | None:
         """Name of the first switch that is On (switch vectors)."""
@@ -265,7 +288,7 @@ def blob_head(device: str, name: str, member: str, size: int, enclen: int, fmt: 
     msg = f' message="{attr(message)}"' if message else ""
     return (f'<setBLOBVector device="{attr(device)}" name="{attr(name)}" state="{state}" timeout="60"'
             f' timestamp="{timestamp()}"{msg}>\n'
-            f'  <oneBLOB name="{attr(member)}" size="{size}" enclen="{enclen}" format="{attr(fmt)}">\n').encode("utf-8")
+            f'  <oneBLOB name="{attr(member)}" size="{size}" enclen="{enclen}" format="{attr(fmt)}">\n').encode()
 
 
 BLOB_TAIL = b"  </oneBLOB>\n</setBLOBVector>\n"

@@ -25,25 +25,25 @@ skipped, as libindi does); one writer thread per recording owns the file.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import errno
+import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from . import protocol as P
 from . import ser
+from .device_base import Client, DeviceHost, Reject
 from .protocol import ALERT, BUSY, IDLE, OK, Number, Switch, Text, Vector
 from .upload import UploadError, UploadTarget
-
-if TYPE_CHECKING:
-    from .server import ClientConnection
-    from .stream import VideoStream
 
 MODES = ("RECORD_ON", "RECORD_DURATION_ON", "RECORD_FRAME_ON")
 DEFAULT_DIR = "indi__D_"
@@ -54,12 +54,59 @@ NO_UPLOAD_DIR = ("recording is not enabled on this server: SER files are written
 SHUTDOWN_JOIN_S = 0.5  # the whole INDI shutdown has about 1 s
 
 
-class RecordError(Exception):
+class RecordError(Reject):
     """A recording request is refused; `message` says why and what is allowed."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+
+class RecorderDevice(Protocol):
+    """What the recorder needs of its device (the CCD device's public interface)."""
+
+    name: str
+    log: logging.Logger
+    loop: asyncio.AbstractEventLoop
+    server: DeviceHost
+
+    def make_vector(self, kind: str, name: str, label: str, group: str, perm: P.Perm, members: list[Any], *,
+                    rule: str | None = None, timeout: float = 60, state: str = IDLE,
+                    core_validated: bool = False) -> Vector:
+        """A new vector of the device."""
+
+    def vector(self, name: str) -> Vector | None:
+        """A defined vector of the device."""
+
+    def publish(self, vec: Vector, message: str | None = None) -> None:
+        """Send a vector's values to every interested client."""
+
+    def message(self, text: str) -> None:
+        """A device message to every interested client."""
+
+    def require_connected(self, vec: Vector) -> None:
+        """Raise `Reject` unless the camera is connected."""
+
+    @property
+    def upload_target(self) -> UploadTarget | None:
+        """Where files may be written (None: no upload directory configured)."""
+
+    @property
+    def request_lock(self) -> asyncio.Lock:
+        """The device's request serialisation lock."""
+
+    def cfa_for(self, frame: Any) -> tuple[str, int, int] | None:
+        """The colour pattern and its x/y offsets of a raw colour frame (None for mono)."""
+
+
+class VideoSource(Protocol):
+    """What the recorder needs of the live video it records."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the video capture runs."""
+
+    async def start(self) -> None:
+        """Start the video capture."""
+
+    async def stop(self, message: str | None = None) -> None:
+        """Stop the video capture."""
 
 
 def expand(text: str, now: _dt.datetime, home: str) -> str:
@@ -90,7 +137,7 @@ class _Recording:
     duration: float
     started_stream: bool
     t0: float = field(default_factory=time.monotonic)
-    items: "queue.SimpleQueue[Any]" = field(default_factory=queue.SimpleQueue)  # frames, then None
+    items: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)  # frames, then None
     queued_bytes: int = 0
     accepted: int = 0
     skipped: int = 0
@@ -105,12 +152,12 @@ class _Recording:
 
 
 class StreamRecorder:
-    """The recording properties of one device's `VideoStream` and the SER files they produce."""
+    """The recording properties of one device's live video and the SER files they produce."""
 
-    def __init__(self, stream: "VideoStream") -> None:
-        self.stream = stream
-        self.dev = stream.dev
-        self.loop = stream.loop
+    def __init__(self, device: RecorderDevice, video: VideoSource) -> None:
+        self.stream = video
+        self.dev = device
+        self.loop = device.loop
         self._lock = threading.Lock()  # guards _rec and the counters of the running recording
         self._rec: _Recording | None = None
         self._dir = DEFAULT_DIR
@@ -127,7 +174,7 @@ class StreamRecorder:
     # ================================================================== definitions
     def properties(self) -> dict[str, Vector]:
         """RECORD_STREAM, RECORD_FILE, RECORD_OPTIONS and CCD_STREAM_RECORDER, by name (on connect)."""
-        vec = self.dev._vec
+        vec = self.dev.make_vector
         tab = "Streaming"
         return {
             "RECORD_STREAM": vec("Switch", "RECORD_STREAM", "Video Record", tab, "rw", [
@@ -150,40 +197,40 @@ class StreamRecorder:
                 "RECORD_OPTIONS": self._new_record_options, "CCD_STREAM_RECORDER": self._new_recorder}.get(name)
 
     # ================================================================== requests
-    async def _new_record_file(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-        d = values.get("RECORD_FILE_DIR", vec["RECORD_FILE_DIR"].value)
-        n = values.get("RECORD_FILE_NAME", vec["RECORD_FILE_NAME"].value)
+    async def _new_record_file(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        d = values.get("RECORD_FILE_DIR", vec.text("RECORD_FILE_DIR").value)
+        n = values.get("RECORD_FILE_NAME", vec.text("RECORD_FILE_NAME").value)
         if "/" in n:  # libindi's rule, with a reason
             raise RecordError(f"RECORD_FILE.RECORD_FILE_NAME {n[:80]!r} is a file name: '/' is not allowed "
                               f"(put directories in RECORD_FILE_DIR)")
-        target = self.dev._upload
+        target = self.dev.upload_target
         if target is not None:
             self._resolve(target, d, n)  # refuses escapes now, not only at RECORD_ON
         self._dir, self._name = d, n
-        vec["RECORD_FILE_DIR"].value, vec["RECORD_FILE_NAME"].value = d, n
+        vec.text("RECORD_FILE_DIR").value, vec.text("RECORD_FILE_NAME").value = d, n
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_record_options(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
+    async def _new_record_options(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         if self.recording:
             raise RecordError("RECORD_OPTIONS cannot change while recording; send RECORD_STREAM.RECORD_OFF first")
-        frames = values.get("RECORD_FRAME_TOTAL", vec["RECORD_FRAME_TOTAL"].value)
+        frames = values.get("RECORD_FRAME_TOTAL", vec.number("RECORD_FRAME_TOTAL").value)
         if abs(frames - round(frames)) > 1e-9:
             raise RecordError(f"RECORD_OPTIONS.RECORD_FRAME_TOTAL must be a whole number 1..999999999, got {frames:g}")
         for k, v in values.items():
-            vec[k].value = float(round(v)) if k == "RECORD_FRAME_TOTAL" else float(v)
-        self._duration = float(vec["RECORD_DURATION"].value)
-        self._frames = float(vec["RECORD_FRAME_TOTAL"].value)
+            vec.number(k).value = float(round(v)) if k == "RECORD_FRAME_TOTAL" else float(v)
+        self._duration = float(vec.number("RECORD_DURATION").value)
+        self._frames = float(vec.number("RECORD_FRAME_TOTAL").value)
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_recorder(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
+    async def _new_recorder(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         vec.set_one("SER")
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_record_stream(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-        self.dev._require_connected(vec)
+    async def _new_record_stream(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.dev.require_connected(vec)
         mode = next(k for k, v in values.items() if v)
         rec = self._rec
         if mode == "RECORD_OFF":
@@ -193,15 +240,15 @@ class StreamRecorder:
             else:
                 vec.set_one("RECORD_OFF")
                 vec.state = IDLE
-                self.dev._set(vec)
+                self.dev.publish(vec)
             return
         if rec is not None:
             if rec.mode == mode:
-                self.dev._set(vec)
+                self.dev.publish(vec)
                 return
             raise RecordError(f"RECORD_STREAM: already recording ({rec.mode}) to {rec.path}; "
                               f"send RECORD_OFF first")
-        target = self.dev._upload
+        target = self.dev.upload_target
         if target is None:
             raise RecordError(f"RECORD_STREAM: {NO_UPLOAD_DIR}")
         comps, name = self._resolve(target, self._dir, self._name)
@@ -212,8 +259,8 @@ class StreamRecorder:
         except OSError as exc:
             raise RecordError(f"RECORD_STREAM: cannot create the SER file in {target.display(comps)}: "
                               f"{exc.strerror or exc}") from None
-        limits = self.stream._prop("LIMITS")
-        limit_mb = float(limits["LIMITS_BUFFER_MAX"].value) if limits is not None else 512.0
+        limits = self.dev.vector("LIMITS")
+        limit_mb = float(limits.number("LIMITS_BUFFER_MAX").value) if limits is not None else 512.0
         rec = _Recording(mode=mode, path=path, name=name, dir_fd=dir_fd, fd=fd, limit_bytes=int(limit_mb * (1 << 20)),
                          target_frames=int(self._frames) if mode == "RECORD_FRAME_ON" else 0,
                          duration=self._duration if mode == "RECORD_DURATION_ON" else 0.0,
@@ -238,11 +285,11 @@ class StreamRecorder:
                 "RECORD_FRAME_ON": f"for {rec.target_frames} frames"}[mode]
         vec.set_one(mode)
         vec.state = BUSY
-        self.dev._set(vec, f"[INFO] Recording {what} to {path}")
+        self.dev.publish(vec, f"[INFO] Recording {what} to {path}")
 
     def _resolve(self, target: UploadTarget, d: str, n: str) -> tuple[tuple[str, ...], str]:
         """The directory components below the upload base and the file name (``.ser``) to record to."""
-        now = _dt.datetime.now(_dt.timezone.utc)
+        now = _dt.datetime.now(_dt.UTC)
         home = str(target.base)
         ed, en = expand(d, now, home), expand(n, now, home)
         try:
@@ -274,11 +321,11 @@ class StreamRecorder:
             rec.timer.cancel()
             rec.timer = None
         rec.items.put(None)  # the writer stops at the first end marker; extra ones are harmless
-        vec = self.stream._prop("RECORD_STREAM")
+        vec = self.dev.vector("RECORD_STREAM")
         if publish and vec is not None:
             vec.set_one("RECORD_OFF")
             vec.state = state
-            self.dev._set(vec, message)
+            self.dev.publish(vec, message)
 
     def _auto_end(self, rec: _Recording) -> None:
         """RECORD_DURATION_ON / RECORD_FRAME_ON reached its goal (loop; from a timer or the capture thread)."""
@@ -292,7 +339,7 @@ class StreamRecorder:
         if not rec.started_stream or not self.stream.active or self.recording:
             return
         if serialize:  # not inside a request handler: take the device's request lock like one
-            async with self.dev._op_lock:
+            async with self.dev.request_lock:
                 if self.stream.active and not self.recording:
                     await self.stream.stop()
         else:
@@ -342,12 +389,8 @@ class StreamRecorder:
         color = ser.MONO
         if data.ndim == 3:
             color = ser.BGR  # the SDK's RGB24 is B, G, R in memory
-        elif frame.bayer_pattern:
-            pattern, bx, by = frame.bayer_pattern, frame.bayer_offset_x, frame.bayer_offset_y
-            cfa = self.dev.props.get("CCD_CFA")
-            if self.dev._cfa_override and cfa is not None:
-                pattern = cfa["CFA_TYPE"].value or pattern
-                bx, by = _int(cfa["CFA_OFFSET_X"].value, bx), _int(cfa["CFA_OFFSET_Y"].value, by)
+        elif (cfa := self.dev.cfa_for(frame)) is not None:
+            pattern, bx, by = cfa
             color = ser.BAYER_IDS.get(shifted_pattern(pattern, bx + x, by + y), ser.MONO)
         rec.items.put((np.array(data, order="C"), ser.ticks_from_unix_ns(now_ns), color))
         if done:
@@ -462,7 +505,7 @@ def _create(target: UploadTarget, comps: tuple[str, ...], name: str) -> tuple[in
     Returns the directory descriptor (kept to remove an empty recording), the file descriptor, the
     file name actually used (``_1``, ``_2`` ... when taken) and its full path.
     """
-    dir_fd = target._open_dir(comps)
+    dir_fd = target.open_dir(comps)
     stem = name[:-4]
     try:
         for attempt in range(1000):
@@ -490,9 +533,3 @@ def _color_name(color: int) -> str:
     names.update({v: f"Bayer {k}" for k, v in ser.BAYER_IDS.items()})
     return names.get(color, str(color))
 
-
-def _int(text: str, default: int) -> int:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return default

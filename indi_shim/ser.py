@@ -39,13 +39,13 @@ BAYER_IDS = {"RGGB": 8, "GRBG": 9, "GBRG": 10, "BGGR": 11}
 RGB = 100
 BGR = 101
 
-_EPOCH = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1, 1, 1, tzinfo=_dt.UTC)
 
 
 def ticks(t: _dt.datetime) -> int:
     """`t` as .NET ticks (100 ns since 0001-01-01); naive datetimes are taken as they read (wall time)."""
     if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
+        t = t.replace(tzinfo=_dt.UTC)
     delta = t - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
 
@@ -82,15 +82,15 @@ class SerWriter:
         self.frame_count = 0
         self.closed = False
         self._stamps: list[int] = []
-        now = start or _dt.datetime.now(_dt.timezone.utc)
-        self._utc = ticks(now.astimezone(_dt.timezone.utc))
+        now = start or _dt.datetime.now(_dt.UTC)
+        self._utc = ticks(now.astimezone(_dt.UTC))
         self._local = ticks(now.astimezone().replace(tzinfo=None))  # local wall time, as the spec wants
         self._texts = tuple(s.encode("utf-8", "replace")[:40] for s in (observer, instrument, telescope))
         self._write_header()
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], width: int, height: int, depth: int, color_id: int = MONO,
-               **kw: object) -> "SerWriter":
+               **kw: object) -> SerWriter:
         """Create a new file at `path` (refusing to overwrite one) and write its header."""
         return cls(open(path, "xb", buffering=0), width, height, depth, color_id, **kw)  # type: ignore[arg-type]
 
@@ -128,13 +128,13 @@ class SerWriter:
         data = np.ascontiguousarray(frame, dtype=self.dtype)  # no copy when already little-endian contiguous
         pos = HEADER_SIZE + self.frame_count * self.frame_bytes
         try:
-            self._write_all(memoryview(data))
+            self._write_all(data.data)
         except OSError:
             self._cut(pos)
             raise
         self.frame_count += 1
         if utc_ticks is None:
-            utc_ticks = ticks(_dt.datetime.now(_dt.timezone.utc))
+            utc_ticks = ticks(_dt.datetime.now(_dt.UTC))
         self._stamps.append(int(utc_ticks))
 
     def _cut(self, pos: int) -> None:

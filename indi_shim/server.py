@@ -36,6 +36,7 @@ from typing import Any
 
 from . import protocol as P
 from .blob import EncodedBlob
+from .ccd import CcdDevice, device_names
 from .xmlparse import Element, IndiStreamParser, ParseError
 
 BLOB_MODES = ("Never", "Also", "Only")
@@ -55,7 +56,7 @@ class _BlobSend:
 class ClientConnection(asyncio.Protocol):
     """One INDI client (a TCP peer, or indiserver on our stdin/stdout in driver mode)."""
 
-    def __init__(self, server: "IndiServer", *, peer: str, blob_default: str = "Never",
+    def __init__(self, server: IndiServer, *, peer: str, blob_default: str = "Never",
                  watch_all: bool = False) -> None:
         self.server = server
         self.peer = peer
@@ -95,7 +96,7 @@ class ClientConnection(asyncio.Protocol):
             except OSError:
                 pass
         self._sender = self.server.loop.create_task(self._send_loop(), name=f"indi-send-{self.peer}")
-        self.server._client_added(self)
+        self.server.client_added(self)
 
     def data_received(self, data: bytes) -> None:
         for item in self.parser.feed(data):
@@ -112,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
         self._can_write.set()
         if self._sender is not None:
             self._sender.cancel()
-        self.server._client_removed(self)
+        self.server.client_removed(self)
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -131,7 +132,7 @@ class ClientConnection(asyncio.Protocol):
                 self.close(f"too many malformed messages ({self.errors})")
             return
         try:
-            self.server._handle(self, item)
+            self.server.handle(self, item)
         except Exception:  # a handler bug must never take the connection (or the server) down
             self.log.exception("INDI: failed to handle <%s> from %s", item.tag, self.peer)
             self.send(P.message_xml(f"[ERROR] internal error handling <{item.tag}>; see the server log"))
@@ -205,8 +206,10 @@ class ClientConnection(asyncio.Protocol):
         self._closed = True
         if reason:
             self.log.warning("INDI client %s: %s", self.peer, reason)
-        if self.transport is not None:
-            self.transport.abort() if reason else self.transport.close()
+        if isinstance(self.transport, asyncio.WriteTransport) and reason:
+            self.transport.abort()  # a misbehaving client: drop what is queued for it
+        elif self.transport is not None:
+            self.transport.close()
 
     async def _write(self, data: bytes | memoryview) -> None:
         transport = self.transport
@@ -242,7 +245,7 @@ class ClientConnection(asyncio.Protocol):
                     batch.append(nxt)  # type: ignore[arg-type]
                     size += len(nxt)  # type: ignore[arg-type]
                 self._queued_bytes -= size
-                await self._write(b"".join(batch) if len(batch) > 1 else batch[0])  # type: ignore[arg-type]
+                await self._write(b"".join(batch) if len(batch) > 1 else batch[0])
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:  # pragma: no cover - defensive: a sender bug closes only this client
@@ -292,7 +295,7 @@ class IndiServer:
         self.io_pool = ThreadPoolExecutor(max_workers=2 * n + 2, thread_name_prefix="indi-io")
         self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="indi-cpu")
         self.clients: set[ClientConnection] = set()
-        self.devices: dict[str, Any] = {}
+        self.devices: dict[str, CcdDevice] = {}
         self._thread: threading.Thread | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._stdio_done: asyncio.Future[None] | None = None
@@ -300,12 +303,14 @@ class IndiServer:
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
-    def _build_devices(self) -> None:
-        from .device import CameraDevice, device_names  # local import: device imports this module
+    def _new_device(self, cam: Any, name: str) -> CcdDevice:
+        return CcdDevice(self, cam, name, upload_dir=os.fspath(self.upload_dir) if self.upload_dir else None,
+                         driver_exec=self.driver_exec)
 
+    def _build_devices(self) -> None:
         names = device_names(self.cameras, self.log)
         for cam, name in zip(self.cameras, names):
-            self.devices[name] = CameraDevice(self, cam, name)
+            self.devices[name] = self._new_device(cam, name)
 
     def add_camera(self, cam: Any, timeout: float = 10.0) -> str:
         """Serve a camera plugged in after start (thread-safe; not from the server's own loop).
@@ -318,11 +323,9 @@ class IndiServer:
         return asyncio.run_coroutine_threadsafe(self._add_camera(cam), self.loop).result(timeout)
 
     async def _add_camera(self, cam: Any) -> str:
-        from .device import CameraDevice, device_names  # local import: device imports this module
-
         name = device_names(self.cameras + [cam], self.log)[-1]
         self.cameras.append(cam)
-        dev = CameraDevice(self, cam, name)
+        dev = self._new_device(cam, name)
         self.devices[name] = dev
         dev.attach()
         for client in list(self.clients):
@@ -331,7 +334,7 @@ class IndiServer:
         self.log.info("INDI: serving %s, plugged in after start", name)
         return name
 
-    def start(self, *, listen: bool = True) -> "IndiServer":
+    def start(self, *, listen: bool = True) -> IndiServer:
         """Start the loop thread and (unless `listen` is False) bind the TCP port."""
         if self._started:
             return self
@@ -352,7 +355,7 @@ class IndiServer:
                     self.port = self._tcp.sockets[0].getsockname()[1]
                     self.log.info("INDI server listening on %s:%s (%d device(s): %s)", self.host or "*", self.port,
                                   len(self.devices), ", ".join(self.devices))
-            except BaseException as exc:  # reported to start()'s caller
+            except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
                 failure.append(exc)
                 for dev in self.devices.values():
                     dev.detach()
@@ -365,7 +368,7 @@ class IndiServer:
             finally:
                 try:
                     self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-                except Exception:
+                except Exception:  # noqa: BLE001 - the loop closes either way
                     pass
                 self.loop.close()
 
@@ -424,7 +427,8 @@ class IndiServer:
         client = ClientConnection(self, peer="tcp")
         return client
 
-    def _client_added(self, client: ClientConnection) -> None:
+    def client_added(self, client: ClientConnection) -> None:
+        """A client connected: serve it (or turn it away when the server is full)."""
         if client.transport is not None and client.peer != "stdio":
             peer = client.transport.get_extra_info("peername")
             if peer:
@@ -436,7 +440,8 @@ class IndiServer:
         self.clients.add(client)
         self.log.debug("INDI client %s connected (%d clients)", client.peer, len(self.clients))
 
-    def _client_removed(self, client: ClientConnection) -> None:
+    def client_removed(self, client: ClientConnection) -> None:
+        """A client went away."""
         self.clients.discard(client)
         self.log.debug("INDI client %s gone (%d clients)", client.peer, len(self.clients))
         if self._stdio_done is not None and client.peer == "stdio" and not self._stdio_done.done():
@@ -474,7 +479,8 @@ class IndiServer:
         asyncio.run_coroutine_threadsafe(_await(done), self.loop).result()
 
     # ------------------------------------------------------------------ dispatch
-    def _handle(self, client: ClientConnection, el: Element) -> None:
+    def handle(self, client: ClientConnection, el: Element) -> None:
+        """One element a client sent: answer it or hand it to its device."""
         tag = el.tag
         if tag == "getProperties":
             self._get_properties(client, el)
@@ -503,8 +509,8 @@ class IndiServer:
         name = el.get("name")
         if not device:
             client.watch_all = True
-            for dev in self.devices.values():
-                dev.send_definitions(client)
+            for each in self.devices.values():
+                each.send_definitions(client)
             return
         dev = self.devices.get(device)
         if dev is None:
@@ -552,14 +558,20 @@ class IndiServer:
                 n += 1
         return n
 
+    def discard_unsent_blobs(self, device: str, prop: str, fmt: str | None = None) -> None:
+        """Silently drop every client's queued BLOB of (device, prop) whose sending has not started
+        (with ``fmt``: only BLOBs of that format), e.g. stream frames made stale by a newer one."""
+        for c in list(self.clients):
+            c.discard_unsent_blob(device, prop, fmt)
+
     def clients_wanting_blob(self, device: str, prop: str) -> int:
         return sum(1 for c in self.clients if c.watches(device, prop) and c.blob_mode(device, prop) in ("Also", "Only"))
 
-    def call(self, fn: Any, *args: Any) -> "asyncio.Future[Any]":
+    def call(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """Run a blocking device-core call in the I/O pool; awaitable from the loop."""
         return self.loop.run_in_executor(self.io_pool, fn, *args)
 
-    def compute(self, fn: Any, *args: Any) -> "asyncio.Future[Any]":
+    def compute(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """Run CPU-heavy work (FITS, encoding, file writes) in the CPU pool."""
         return self.loop.run_in_executor(self.cpu_pool, fn, *args)
 
@@ -571,7 +583,7 @@ class IndiServer:
         return list(self.devices)
 
 
-async def _await(fut: "asyncio.Future[None]") -> None:
+async def _await(fut: asyncio.Future[None]) -> None:
     await fut
 
 

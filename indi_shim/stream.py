@@ -35,18 +35,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import protocol as P
 from .blob import EncodedBlob
+from .device_base import Client, Reject
 from .protocol import ALERT, BUSY, IDLE, OK, Number, Switch, Vector
-from .recorder import RecordError, StreamRecorder
-
-if TYPE_CHECKING:
-    from .device import CameraDevice
-    from .server import ClientConnection
+from .recorder import RecorderDevice, StreamRecorder
 
 STREAM_TAB = "Streaming"
 STREAM_FORMAT = ".stream"  # libindi RawEncoder, uncompressed
@@ -55,22 +52,31 @@ STREAM_PROPERTIES = ("CCD_VIDEO_STREAM", "STREAM_DELAY", "STREAMING_EXPOSURE", "
                      "RECORD_OPTIONS", "CCD_STREAM_FRAME", "CCD_STREAM_ENCODER", "CCD_STREAM_RECORDER", "LIMITS")
 
 
-class StreamError(Exception):
+class StreamError(Reject):
     """A stream request is refused; `message` says why and what is allowed."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+
+class StreamDevice(RecorderDevice, Protocol):
+    """What the live video needs of its device (the CCD device's public interface)."""
+
+    cam: Any
+
+    def binned_frame_size(self) -> tuple[int, int]:
+        """The capture frame's size in binned pixels (what a video frame measures)."""
+
+    @property
+    def exposure_in_progress(self) -> bool:
+        """Whether a single exposure (from any front end) is running."""
 
 
 class VideoStream:
-    """The streaming properties of one `CameraDevice` and the frames they produce.
+    """The streaming properties of one CCD device and the frames they produce.
 
     Property handlers and publishing run on the server's event loop; `_on_frame` runs on the core's
     capture thread and only measures, converts and hands the result to the loop.
     """
 
-    def __init__(self, device: "CameraDevice") -> None:
+    def __init__(self, device: StreamDevice) -> None:
         self.dev = device
         self.loop = device.loop
         self.active = False
@@ -86,13 +92,13 @@ class VideoStream:
         self._divisor = 1
         self._preview_fps = 10.0
         self._fps_task: asyncio.Task[None] | None = None
-        self.recorder = StreamRecorder(self)  # RECORD_STREAM & co.: SER files of this stream's frames
+        self.recorder = StreamRecorder(device, self)  # RECORD_STREAM & co.: SER files of this stream's frames
 
     # ================================================================== definitions
     def properties(self) -> list[Vector]:
         """The StreamManager property set, built from the camera's current state (on connect)."""
         self.active = False
-        vec = self.dev._vec
+        vec = self.dev.make_vector
         info = self.dev.cam.info
         exp_min = max(1e-6, float(info.exposure_min_s))
         exp_max = min(60.0, float(info.exposure_max_s))
@@ -131,12 +137,7 @@ class VideoStream:
         """The coroutine handling a client's new value for `name`, if it is a stream property."""
         rec = self.recorder.handler(name)
         if rec is not None:
-            async def recording(client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-                try:
-                    await rec(client, vec, values)
-                except RecordError as exc:  # the device answers StreamError with Alert + message
-                    raise StreamError(exc.message) from None
-            return recording
+            return rec
         return {
             "CCD_VIDEO_STREAM": self._new_video_stream, "STREAMING_EXPOSURE": self._new_streaming_exposure,
             "CCD_STREAM_FRAME": self._new_stream_frame, "CCD_STREAM_ENCODER": self._new_encoder,
@@ -144,15 +145,15 @@ class VideoStream:
         }.get(name)
 
     def _binned_size(self) -> tuple[int, int]:
-        _, _, w, h, b = self.dev._frame_values()
-        return max(1, w // b), max(1, h // b)
+        w, h = self.dev.binned_frame_size()
+        return max(1, w), max(1, h)
 
     def _prop(self, name: str) -> Vector | None:
-        return self.dev.props.get(name)
+        return self.dev.vector(name)
 
     # ================================================================== requests
-    async def _new_video_stream(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-        self.dev._require_connected(vec)
+    async def _new_video_stream(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.dev.require_connected(vec)
         if values.get("STREAM_ON"):
             await self.start()
         elif values.get("STREAM_OFF"):
@@ -164,14 +165,14 @@ class VideoStream:
         if vec is None:
             raise StreamError("CCD_VIDEO_STREAM: the camera is not connected")
         if self.active:
-            self.dev._set(vec)
+            self.dev.publish(vec)
             return
-        if self.dev._ticket is not None or self.dev._external_exposure:
+        if self.dev.exposure_in_progress:
             raise StreamError("CCD_VIDEO_STREAM: an exposure is in progress; abort it (CCD_ABORT_EXPOSURE) or wait "
                               "for it to finish, then start the stream")
         self._refresh_src()
         exp = self._prop("STREAMING_EXPOSURE")
-        exposure = float(exp["STREAMING_EXPOSURE_VALUE"].value) if exp is not None else 0.1
+        exposure = float(exp.number("STREAMING_EXPOSURE_VALUE").value) if exp is not None else 0.1
         self._reset_counters()
         session = self._session
         # The core calls back on its capture thread; the session number ties frames to this start.
@@ -180,7 +181,7 @@ class VideoStream:
         self.active = True
         vec.set_one("STREAM_ON")
         vec.state = BUSY
-        self.dev._set(vec, f"[INFO] Starting the video stream with exposure {exposure:g} s")
+        self.dev.publish(vec, f"[INFO] Starting the video stream with exposure {exposure:g} s")
         if self._fps_task is None or self._fps_task.done():
             self._fps_task = self.loop.create_task(self._publish_fps(), name=f"indi-fps-{self.dev.name}")
 
@@ -204,20 +205,19 @@ class VideoStream:
             self._fps_task.cancel()
             self._fps_task = None
         # Frames already queued but not yet started would reach clients after "stream off".
-        for c in list(self.dev.server.clients):
-            c.discard_unsent_blob(self.dev.name, "CCD1", STREAM_FORMAT)
+        self.dev.server.discard_unsent_blobs(self.dev.name, "CCD1", STREAM_FORMAT)
 
     def _publish_off(self, message: str | None = None, state: str = IDLE) -> None:
         vec = self._prop("CCD_VIDEO_STREAM")
         if vec is not None:
             vec.set_one("STREAM_OFF")
             vec.state = state
-            self.dev._set(vec, message)
+            self.dev.publish(vec, message)
         fps = self._prop("FPS")
-        if fps is not None and (fps["EST_FPS"].value or fps["AVG_FPS"].value):
-            fps["EST_FPS"].value = fps["AVG_FPS"].value = 0
+        if fps is not None and (fps.number("EST_FPS").value or fps.number("AVG_FPS").value):
+            fps.number("EST_FPS").value = fps.number("AVG_FPS").value = 0
             fps.state = IDLE
-            self.dev._set(fps)
+            self.dev.publish(fps)
 
     def on_disconnected(self) -> None:
         """The camera was disconnected (the core's teardown already stopped its capture)."""
@@ -240,20 +240,20 @@ class VideoStream:
             self._halt(alert=why)
             self._publish_off(why, ALERT)
 
-    async def _new_streaming_exposure(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-        self.dev._require_connected(vec)
+    async def _new_streaming_exposure(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.dev.require_connected(vec)
         if self.recorder.recording:  # a change restarts the capture, which would end the recording
             raise StreamError("STREAMING_EXPOSURE cannot change while recording; send RECORD_STREAM.RECORD_OFF first")
-        div = values.get("STREAMING_DIVISOR_VALUE", vec["STREAMING_DIVISOR_VALUE"].value)
+        div = values.get("STREAMING_DIVISOR_VALUE", vec.number("STREAMING_DIVISOR_VALUE").value)
         if abs(div - round(div)) > 1e-9:
             raise StreamError(f"STREAMING_EXPOSURE.STREAMING_DIVISOR_VALUE must be a whole number 1..15, "
                               f"got {P.fmt_number(div)}")
-        old = vec["STREAMING_EXPOSURE_VALUE"].value
+        old = vec.number("STREAMING_EXPOSURE_VALUE").value
         for k, v in values.items():
-            vec[k].value = int(round(v)) if k == "STREAMING_DIVISOR_VALUE" else float(v)
+            vec.number(k).value = int(round(v)) if k == "STREAMING_DIVISOR_VALUE" else float(v)
         with self._lock:
-            self._divisor = int(vec["STREAMING_DIVISOR_VALUE"].value)
-        if self.active and vec["STREAMING_EXPOSURE_VALUE"].value != old:
+            self._divisor = int(vec.number("STREAMING_DIVISOR_VALUE").value)
+        if self.active and vec.number("STREAMING_EXPOSURE_VALUE").value != old:
             # The core reads the exposure when capture starts: restart it so the change applies now.
             self._halt()
             await self.dev.server.call(self.dev.cam.stop_capture)
@@ -263,19 +263,19 @@ class VideoStream:
                 self._publish_off("[ERROR] the video stream could not be restarted with the new exposure", ALERT)
                 raise
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_stream_frame(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
-        self.dev._require_connected(vec)
+    async def _new_stream_frame(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.dev.require_connected(vec)
         if self.recorder.recording:  # libindi: "Recording device is busy" (a SER file has one size)
             raise StreamError("CCD_STREAM_FRAME cannot change while recording; send RECORD_STREAM.RECORD_OFF first")
         if not self.active:
             self._refresh_src()
         sw, sh = self._src
-        x = int(round(values.get("X", vec["X"].value)))
-        y = int(round(values.get("Y", vec["Y"].value)))
-        w = int(round(values.get("WIDTH", vec["WIDTH"].value)))
-        h = int(round(values.get("HEIGHT", vec["HEIGHT"].value)))
+        x = int(round(values.get("X", vec.number("X").value)))
+        y = int(round(values.get("Y", vec.number("Y").value)))
+        w = int(round(values.get("WIDTH", vec.number("WIDTH").value)))
+        h = int(round(values.get("HEIGHT", vec.number("HEIGHT").value)))
         if not (0 <= x < sw and 0 <= y < sh) or w < 1 or h < 1:
             raise StreamError(f"CCD_STREAM_FRAME ({x},{y}) {w}x{h} is outside the {sw}x{sh} binned frame: need "
                               f"0 <= X < {sw}, 0 <= Y < {sh}, WIDTH and HEIGHT >= 1")
@@ -284,22 +284,22 @@ class VideoStream:
         with self._lock:
             self._crop = (x, y, w, h)
         for k, v in (("X", x), ("Y", y), ("WIDTH", w), ("HEIGHT", h)):
-            vec[k].value = v
+            vec.number(k).value = v
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_encoder(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
+    async def _new_encoder(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         vec.set_one("RAW")
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
-    async def _new_limits(self, client: "ClientConnection", vec: Vector, values: dict[str, Any]) -> None:
+    async def _new_limits(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         for k, v in values.items():
-            vec[k].value = float(v)
+            vec.number(k).value = float(v)
         with self._lock:
-            self._preview_fps = float(vec["LIMITS_PREVIEW_FPS"].value)
+            self._preview_fps = float(vec.number("LIMITS_PREVIEW_FPS").value)
         vec.state = OK
-        self.dev._set(vec)
+        self.dev.publish(vec)
 
     # ================================================================== frames (capture thread)
     def _reset_counters(self) -> None:
@@ -391,30 +391,29 @@ class VideoStream:
             self._crop = (0, 0, w, h)
         vec = self._prop("CCD_STREAM_FRAME")
         if vec is not None:
-            vec["X"].max, vec["Y"].max = max(0, w - 1), max(0, h - 1)
-            vec["WIDTH"].max, vec["HEIGHT"].max = w, h
+            vec.number("X").max, vec.number("Y").max = max(0, w - 1), max(0, h - 1)
+            vec.number("WIDTH").max, vec.number("HEIGHT").max = w, h
             for k, v in (("X", 0), ("Y", 0), ("WIDTH", w), ("HEIGHT", h)):
-                vec[k].value = v
+                vec.number(k).value = v
             vec.state = OK
-            self.dev._set(vec)
+            self.dev.publish(vec)
 
     async def _send(self, session: int, payload: np.ndarray, t0: float) -> None:
         try:
             if not self.dev.server.clients_wanting_blob(self.dev.name, "CCD1"):
                 return
-            blob = EncodedBlob(memoryview(payload).cast("B"), STREAM_FORMAT, self.loop)
+            blob = EncodedBlob(payload.data.cast("B"), STREAM_FORMAT, self.loop)
             blob.start(self.dev.server.cpu_pool)
             if not await blob.wait() or session != self._session:
                 return
-            for c in list(self.dev.server.clients):
-                # At most one unsent stream frame per client, replaced by the newest without the
-                # "not keeping up" message (a flood at video rates); an exposure image still warns.
-                c.discard_unsent_blob(self.dev.name, "CCD1", STREAM_FORMAT)
-                c.send_blob(self.dev.name, "CCD1", "CCD1", blob)
+            # At most one unsent stream frame per client, replaced by the newest without the
+            # "not keeping up" message (a flood at video rates); an exposure image still warns.
+            self.dev.server.discard_unsent_blobs(self.dev.name, "CCD1", STREAM_FORMAT)
+            self.dev.server.broadcast_blob(self.dev.name, "CCD1", "CCD1", blob)
             self.frames_sent += 1
             delay = self._prop("STREAM_DELAY")
             if delay is not None:
-                delay["STREAM_DELAY_TIME"].value = round(time.monotonic() - t0, 4)
+                delay.number("STREAM_DELAY_TIME").value = round(time.monotonic() - t0, 4)
         finally:
             with self._lock:
                 if session == self._session:
@@ -432,19 +431,20 @@ class VideoStream:
                 with self._lock:
                     times = list(self._times)
                 recent = [t for t in times if now - t <= 1.0]
-                avg = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+                span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+                avg = (len(recent) - 1) / span if span > 0 else 0.0
                 last = times[-4:]
                 est = (len(last) - 1) / (last[-1] - last[0]) if len(last) > 1 and last[-1] > last[0] else 0.0
                 if now - (times[-1] if times else 0.0) > 2.0:
                     est = 0.0  # no frame for a while: the instantaneous rate is not the old one
                 est, avg = round(est, 2), round(avg, 2)
-                if (fps["EST_FPS"].value, fps["AVG_FPS"].value) != (est, avg):
-                    fps["EST_FPS"].value, fps["AVG_FPS"].value = est, avg
+                if (fps.number("EST_FPS").value, fps.number("AVG_FPS").value) != (est, avg):
+                    fps.number("EST_FPS").value, fps.number("AVG_FPS").value = est, avg
                     fps.state = OK
-                    self.dev._set(fps)
+                    self.dev.publish(fps)
                 delay = self._prop("STREAM_DELAY")
                 if delay is not None:
-                    self.dev._set(delay)
+                    self.dev.publish(delay)
         except asyncio.CancelledError:
             pass
 

@@ -94,7 +94,8 @@ class UploadTarget:
         return str(self.base.joinpath(*components, name) if name else self.base.joinpath(*components))
 
     # ---------------------------------------------------------------- writing
-    def _open_dir(self, components: tuple[str, ...]) -> int:
+    def open_dir(self, components: tuple[str, ...]) -> int:
+        """A descriptor of the directory below the base (created as needed, never following links)."""
         fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for comp in components:
@@ -120,8 +121,8 @@ class UploadTarget:
         if "XXX" not in prefix:
             return 0
         before, _, after = prefix.partition("XXX")
-        pat = re.compile(re.escape(before).replace("ISO8601", ".*") + r"(\d+)" + re.escape(after).replace("ISO8601", ".*")
-                         + re.escape(ext) + "$")
+        pat = re.compile(re.escape(before).replace("ISO8601", ".*") + r"(\d+)"
+                         + re.escape(after).replace("ISO8601", ".*") + re.escape(ext) + "$")
         best = 0
         for n in names:
             m = pat.match(n)
@@ -133,7 +134,7 @@ class UploadTarget:
              now: datetime | None = None) -> str:
         """Write `data` as a new file; returns its full path. Never overwrites, never follows links."""
         self.check_prefix(prefix)
-        fd_dir = self._open_dir(components)
+        fd_dir = self.open_dir(components)
         try:
             names = os.listdir(fd_dir)
             index = self._next_index(names, prefix, ext)

@@ -39,7 +39,7 @@ class Element:
     tag: str
     attrib: dict[str, str]
     text: str = ""
-    children: list["Element"] = field(default_factory=list)
+    children: list[Element] = field(default_factory=list)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.attrib.get(key, default)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from . import catalog
 from .camera import SimCamera
@@ -38,8 +39,10 @@ _lock = threading.Lock()
 _current: SimulatedSDK | None = None
 
 
-def _zwoasi():
-    """Import zwoasi without letting its "SDK library not found" warning configure root logging."""
+def _zwoasi() -> Any:
+    """Import zwoasi without letting its "SDK library not found" warning configure root logging.
+
+    Typed Any: zwoasi ships no type information, and the simulator assigns its module global `zwolib`."""
     root = logging.getLogger()
     guard = logging.NullHandler()
     added = not root.handlers
@@ -59,8 +62,9 @@ def install(models: Iterable[str] | str = ("asi294mc-pro",), *, seed: int = 0, l
 
     `seed` fixes star fields, hot pixels, serial numbers and noise; `lock_dir` is where the
     cross-process camera locks live (default: `default_lock_dir()`); `time_scale` speeds up the
-    cooler's dynamics only; `unplugged`: slots whose camera is not plugged in until `replug(slot)`. Replaces (and shuts down) a previously installed simulator; whatever
-    other library zwoasi held is simply dropped, not closed. Returns the new SimulatedSDK.
+    cooler's dynamics only; `unplugged`: slots whose camera is not plugged in until `replug(slot)`.
+    Replaces (and shuts down) a previously installed simulator; whatever other library zwoasi held
+    is simply dropped, not closed. Returns the new SimulatedSDK.
     """
     global _current
     zwoasi = _zwoasi()

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(fn=_bench)
     args = p.parse_args(argv)
     try:
-        return args.fn(args)
+        code: int = args.fn(args)
+        return code
     except ValueError as exc:  # e.g. an unknown model name
         print(f"error: {exc}", file=sys.stderr)
         return 2

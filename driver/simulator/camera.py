@@ -20,20 +20,22 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .catalog import CameraModel
+from .catalog import CameraModel, ControlSpec
 from .constants import AsiError as E
 from .constants import CameraMode, ExpStatus, ImgType
 from .constants import ControlType as CT
 from .sensor import Conditions, Geometry, PreparedFrame, SensorSimulator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .sdk import SimulatedSDK
+    from .faults import FaultPlan
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 USB3_PEAK_BYTES_S = 380e6  #: peak USB 3.0 payload rate at BandWidth 100
 USB2_PEAK_BYTES_S = 40e6  #: peak USB 2.0 payload rate at BandWidth 100
@@ -105,7 +107,7 @@ class _Exposure:
     readout: float
     settings: dict[int, int]
     stopped: bool = False
-    future: Future | None = None
+    future: Future[PreparedFrame] | None = None
 
     @property
     def t_exp_end(self) -> float:
@@ -144,6 +146,18 @@ class _Pulse:
     end: float | None = None
 
 
+class CameraHost(Protocol):
+    """What a SimCamera needs from the SimulatedSDK that owns it (declared here, so this module does
+    not import the SDK that imports it)."""
+
+    lock_dir: str  #: where camera lock files live
+    faults: FaultPlan  #: told when an exposure or video session enters a phase
+    video_timeout_cap_s: float  #: longest a forced video timeout waits
+
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Run ``fn(*args)`` on the SDK's frame-preparation worker."""
+
+
 class SimCamera:
     """A simulated camera in one slot of a SimulatedSDK.
 
@@ -151,7 +165,7 @@ class SimCamera:
     `sensor` (its SensorSimulator: star positions, hot pixels, direct frame synthesis).
     """
 
-    def __init__(self, sdk: SimulatedSDK, slot: int, model: CameraModel, seed: int, time_scale: float,
+    def __init__(self, sdk: CameraHost, slot: int, model: CameraModel, seed: int, time_scale: float,
                  ambient_c: float = AMBIENT_C):
         self._sdk = sdk
         self.slot = slot
@@ -165,7 +179,7 @@ class SimCamera:
         self._initialized = False
         self._lock_fd: int | None = None
         self._thermal = Thermal(model, ambient_c, time_scale, time.monotonic())
-        self._values: dict[int, list] = {}
+        self._values: dict[int, list[int]] = {}  #: control type -> [value, auto]
         self._roi = (0, 0, 1, int(ImgType.RAW8))
         self._start = (0, 0)
         self._status = ExpStatus.IDLE
@@ -276,7 +290,7 @@ class SimCamera:
         cond = self._conditions(exp.duration, temp, exp.is_dark, exp.settings)
         if exp.future is not None:
             exp.future.cancel()
-        exp.future = self._sdk._submit(self.sensor.prepare, exp.geom, cond, exp.frame_no)
+        exp.future = self._sdk._submit(self.sensor.prepare, exp.geom, cond, exp.frame_no)  # noqa: SLF001 - the owning SDK's worker (same package)
 
     def _drop_capture(self, now: float) -> None:
         """Forget any exposure or video (close, init, unplug); caller holds the lock."""
@@ -409,7 +423,7 @@ class SimCamera:
             err = self._require_open()
             return err, (0 if err else len(self.model.controls))
 
-    def control_caps(self, index: int):
+    def control_caps(self, index: int) -> tuple[int, ControlSpec | None]:
         with self._lock:
             err = self._require_open()
             if err:
@@ -513,7 +527,8 @@ class SimCamera:
                 if not (self._exposure is not None and self._exposure.stopped):
                     return E.EXPOSURE_IN_PROGRESS
                 # A stopped exposure still reading out is abandoned, so abort + restart needs no wait.
-                self._exposure.future.cancel()
+                if self._exposure.future is not None:
+                    self._exposure.future.cancel()
             geom = self._geometry()
             settings = self._settings()
             exp = _Exposure(self._frame_counter, geom, bool(is_dark), now,
@@ -562,7 +577,8 @@ class SimCamera:
             exp = self._exposure
             if size < exp.geom.nbytes:
                 return E.BUFFER_TOO_SMALL
-            frame: PreparedFrame = exp.future.result()
+            assert exp.future is not None  # a SUCCESS status means the frame was submitted
+            frame = exp.future.result()
             self._exposure = None
             self._status = ExpStatus.IDLE
         frame.render_into(address)
@@ -572,6 +588,7 @@ class SimCamera:
 
     def _retime_video(self, now: float) -> None:
         v = self._video
+        assert v is not None  # called only in video mode
         settings = self._settings()
         exposure = settings.get(CT.EXPOSURE, 0) / 1e6
         readout = self.readout_time(self._geometry(), settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .constants import BayerPattern, ImgType
 from .constants import ControlType as CT
@@ -74,7 +75,7 @@ class CameraModel:
     size_multiple_1024: bool = False  #: ASI120 family: width*height must be a multiple of 1024
     hot_pixel_fraction: float = 2e-5
     notes: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def control_by_type(self) -> dict[int, ControlSpec]:
@@ -90,7 +91,7 @@ class CameraModel:
 
     def elec_per_adu(self, gain: float) -> float:
         """Conversion gain at `gain`: ZWO gain units are 0.1 dB of amplitude, so e-/ADU falls 10x per 200 units."""
-        return self.elec_per_adu_gain0 * 10.0 ** (-float(gain) / 200.0)
+        return self.elec_per_adu_gain0 * float(10.0 ** (-float(gain) / 200.0))
 
     def read_noise_e(self, gain: float) -> float:
         """Read noise in electrons at `gain`, interpolated in the model's published curve."""
@@ -104,7 +105,7 @@ class CameraModel:
 
     def dark_current(self, temperature_c: float) -> float:
         """Dark current in e-/px/s at the given sensor temperature."""
-        return self.dark_current_25c * 2.0 ** ((temperature_c - 25.0) / self.dark_doubling_c)
+        return self.dark_current_25c * float(2.0 ** ((temperature_c - 25.0) / self.dark_doubling_c))
 
     @property
     def max_adu(self) -> int:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .sdk import SimulatedSDK
+from typing import Any, Protocol
 
 PHASES = ("exposure", "readout")
 
@@ -38,11 +35,19 @@ class _PendingUnplug:
     fired: bool = False
 
 
+class UnplugTarget(Protocol):
+    """What a FaultPlan needs from the SimulatedSDK that owns it (declared here, so this module
+    depends on nothing above it)."""
+
+    def unplug(self, slot: int, *, at: float | None = None) -> None:
+        """Pull the cable of the camera in ``slot``, deemed to happen at monotonic time ``at``."""
+
+
 @dataclass
 class FaultPlan:
     """The faults armed on one SimulatedSDK (see SimulatedSDK.inject / unplug_after / video_timeouts)."""
 
-    sdk: SimulatedSDK
+    sdk: UnplugTarget
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _injections: list[_Injection] = field(default_factory=list)
     _arms: dict[int, tuple[str, float]] = field(default_factory=dict)

@@ -20,13 +20,21 @@ import logging
 import time
 from collections.abc import Callable
 from ctypes import POINTER, c_char, c_char_p, c_int, c_long
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .constants import SDK_VERSION, ImgType
 from .constants import AsiError as E
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .sdk import SimulatedSDK
+    from ctypes import _Pointer
+
+    from .camera import SimCamera
+    from .faults import FaultPlan
+
+    # What the C thunks receive for pointer parameters (POINTER(x) instances; NULL is falsy).
+    IntOut = _Pointer[c_int]
+    LongOut = _Pointer[c_long]
+    CharPtr = _Pointer[c_char]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +103,10 @@ class ASI_SUPPORTED_MODE(ctypes.Structure):
     _fields_ = [("SupportedCameraMode", c_int * 16)]
 
 
-def _layout(struct: type) -> tuple | None:
+_Layout = tuple[int, tuple[tuple[str, int, int], ...]]
+
+
+def _layout(struct: type) -> _Layout | None:
     if not (isinstance(struct, type) and issubclass(struct, ctypes.Structure)):
         return None
     try:
@@ -110,15 +121,15 @@ def _same_layout(a: type, b: type) -> bool:
     return la is not None and la == _layout(b)
 
 
-def _struct_pointer(struct: type) -> type:
+def _struct_pointer(struct: type[ctypes.Structure]) -> type:
     """An argtypes entry for `struct *` that also accepts byte-identical foreign structs."""
-    ptr_t = POINTER(struct)
+    ptr_t: type[_Pointer[ctypes.Structure]] = POINTER(struct)
 
     class _Arg:
         _type_ = struct  # lets callers create the pointee, as with a POINTER type
 
         @classmethod
-        def from_param(cls, obj: Any):
+        def from_param(cls, obj: object) -> object:
             if obj is None:
                 return None
             if isinstance(obj, struct):
@@ -139,14 +150,14 @@ def _struct_pointer(struct: type) -> type:
     return _Arg
 
 
-def _struct_value(struct: type) -> type:
+def _struct_value(struct: type[ctypes.Structure]) -> type:
     """An argtypes entry for a `struct` passed by value that also accepts byte-identical foreign structs."""
 
     class _Arg:
         _type_ = struct
 
         @classmethod
-        def from_param(cls, obj: Any):
+        def from_param(cls, obj: object) -> object:
             if isinstance(obj, struct):
                 return obj
             if isinstance(obj, ctypes.Structure) and _same_layout(type(obj), struct):
@@ -163,7 +174,7 @@ PC = POINTER(c_char)
 
 #: name -> (restype, C argument types). These are the prototypes zwoasi declares in zwoasi.init(),
 #: plus ASIGetCameraPropertyByID, ASIGetSerialNumber and ASIGetSDKVersion, which it does not.
-PROTOTYPES: dict[str, tuple[Any, tuple]] = {
+PROTOTYPES: dict[str, tuple[type, tuple[type, ...]]] = {
     "ASIGetNumOfConnectedCameras": (c_int, ()),
     "ASIGetCameraProperty": (c_int, (POINTER(ASI_CAMERA_INFO), c_int)),
     "ASIGetCameraPropertyByID": (c_int, (c_int, POINTER(ASI_CAMERA_INFO))),
@@ -207,8 +218,8 @@ PROTOTYPES: dict[str, tuple[Any, tuple]] = {
 NOT_INJECTABLE = frozenset({"ASIGetNumOfConnectedCameras", "ASIGetSDKVersion"})
 
 
-def _python_argtypes(argtypes: tuple) -> list:
-    out = []
+def _python_argtypes(argtypes: tuple[type, ...]) -> list[type]:
+    out: list[type] = []
     for t in argtypes:
         if isinstance(t, type) and issubclass(t, ctypes._Pointer) and issubclass(t._type_, ctypes.Structure):  # noqa: SLF001
             out.append(_struct_pointer(t._type_))
@@ -219,8 +230,31 @@ def _python_argtypes(argtypes: tuple) -> list:
     return out
 
 
-def _addr(p) -> int | None:
+def _addr(p: CharPtr) -> int | None:
     return ctypes.cast(p, ctypes.c_void_p).value
+
+
+class _Refused(Exception):
+    """Raised inside an implementation to return an error code (no such camera, unplugged) at once."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class LibraryHost(Protocol):
+    """What the library table needs from the SimulatedSDK that owns it (declared here, so this
+    module does not import the SDK that imports it)."""
+
+    cameras: list[SimCamera]  #: by slot (= ASI CameraID)
+    faults: FaultPlan  #: forced errors and due unplugs, consulted before every call
+    _shut_down: bool  #: after shutdown() every call fails
+
+    def _count(self, name: str) -> None:
+        """Count one call of the ASI function ``name``."""
+
+    def _plugged_slots(self) -> list[int]:
+        """Slots currently enumerated, in enumeration order."""
 
 
 class SimulatedLibrary:
@@ -230,7 +264,7 @@ class SimulatedLibrary:
     Unknown attributes raise AttributeError like a missing symbol in a CDLL.
     """
 
-    def __init__(self, sdk: SimulatedSDK):
+    def __init__(self, sdk: LibraryHost):
         self._sdk = sdk
         self._version = ctypes.create_string_buffer(SDK_VERSION.encode())
         self._functions: dict[str, Any] = {}
@@ -241,7 +275,7 @@ class SimulatedLibrary:
             self._functions[name] = fn
             setattr(self, name, fn)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         raise AttributeError(f"simulated libASICamera2: undefined symbol: {name}")
@@ -255,18 +289,18 @@ class SimulatedLibrary:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _thunk(self, name: str, impl: Callable, restype) -> Callable:
+    def _thunk(self, name: str, impl: Callable[..., int], restype: type) -> Callable[..., int]:
         sdk = self._sdk
-        fail = E.GENERAL_ERROR
+        fail: int = E.GENERAL_ERROR
         if name == "ASIGetNumOfConnectedCameras":
             fail = 0
         elif restype is c_char_p:
             fail = ctypes.addressof(self._version)
 
-        def thunk(*args):
+        def thunk(*args: Any) -> int:
             try:
-                sdk._count(name)
-                if sdk._shut_down:
+                sdk._count(name)  # noqa: SLF001 - the SDK's side of the LibraryHost protocol (same package)
+                if sdk._shut_down:  # noqa: SLF001
                     return fail if name in NOT_INJECTABLE else E.CAMERA_REMOVED
                 sdk.faults.process_due(time.monotonic())
                 if name not in NOT_INJECTABLE:
@@ -274,6 +308,8 @@ class SimulatedLibrary:
                     if code is not None:
                         return code
                 return impl(*args)
+            except _Refused as refused:
+                return refused.code
             except Exception:  # an exception must never cross into C: ctypes would return garbage
                 log.exception("simulated %s failed", name)
                 return fail
@@ -281,28 +317,29 @@ class SimulatedLibrary:
         thunk.__name__ = name
         return thunk
 
-    def _slot_of(self, name: str, args: tuple) -> int | None:
+    def _slot_of(self, name: str, args: tuple[Any, ...]) -> int | None:
         if name == "ASIGetCameraProperty":
-            plugged = self._sdk._plugged_slots()
+            plugged = self._sdk._plugged_slots()  # noqa: SLF001
             idx = args[1]
             return plugged[idx] if 0 <= idx < len(plugged) else None
         return args[0] if args else None
 
-    def _cam(self, cid: int):
+    def _cam(self, cid: int) -> SimCamera:
+        """The camera in slot ``cid``; raises _Refused (answered by the thunk) when there is none."""
         cams = self._sdk.cameras
         if not 0 <= cid < len(cams):
-            return None, E.INVALID_ID
+            raise _Refused(E.INVALID_ID)
         cam = cams[cid]
         if not cam.plugged:
-            return None, E.CAMERA_REMOVED
-        return cam, E.SUCCESS
+            raise _Refused(E.CAMERA_REMOVED)
+        return cam
 
     # ------------------------------------------------------------------ enumeration
 
     def _ASIGetNumOfConnectedCameras(self) -> int:
-        return len(self._sdk._plugged_slots())
+        return len(self._sdk._plugged_slots())  # noqa: SLF001
 
-    def _fill_info(self, info: ASI_CAMERA_INFO, cam) -> None:
+    def _fill_info(self, info: ASI_CAMERA_INFO, cam: SimCamera) -> None:
         m = cam.model
         ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
         info.Name = m.name.encode()[:63]
@@ -327,8 +364,8 @@ class SimulatedLibrary:
         info.BitDepth = m.bit_depth
         info.IsTriggerCam = int(m.trigger)
 
-    def _ASIGetCameraProperty(self, info, index: int) -> int:
-        plugged = self._sdk._plugged_slots()
+    def _ASIGetCameraProperty(self, info: _Pointer[ASI_CAMERA_INFO], index: int) -> int:
+        plugged = self._sdk._plugged_slots()  # noqa: SLF001
         if not 0 <= index < len(plugged):
             return E.INVALID_INDEX
         if not info:
@@ -336,10 +373,8 @@ class SimulatedLibrary:
         self._fill_info(info.contents, self._sdk.cameras[plugged[index]])
         return E.SUCCESS
 
-    def _ASIGetCameraPropertyByID(self, cid: int, info) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetCameraPropertyByID(self, cid: int, info: _Pointer[ASI_CAMERA_INFO]) -> int:
+        cam = self._cam(cid)
         if not info:
             return E.GENERAL_ERROR
         self._fill_info(info.contents, cam)
@@ -348,35 +383,29 @@ class SimulatedLibrary:
     # ------------------------------------------------------------------ open / close
 
     def _ASIOpenCamera(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.open()
+        return self._cam(cid).open()
 
     def _ASIInitCamera(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.init()
+        return self._cam(cid).init()
 
     def _ASICloseCamera(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.close()
+        return self._cam(cid).close()
 
     # ------------------------------------------------------------------ controls
 
-    def _ASIGetNumOfControls(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetNumOfControls(self, cid: int, out: IntOut) -> int:
+        cam = self._cam(cid)
         err, n = cam.num_controls()
         if not err:
             out[0] = n
         return err
 
-    def _ASIGetControlCaps(self, cid: int, index: int, caps) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetControlCaps(self, cid: int, index: int, caps: _Pointer[ASI_CONTROL_CAPS]) -> int:
+        cam = self._cam(cid)
         err, spec = cam.control_caps(index)
         if err:
             return err
+        assert spec is not None  # success always comes with the control's caps
         if not caps:
             return E.GENERAL_ERROR
         c = caps.contents
@@ -391,10 +420,8 @@ class SimulatedLibrary:
         c.ControlType = int(spec.control_type)
         return E.SUCCESS
 
-    def _ASIGetControlValue(self, cid: int, ctype: int, value, auto) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetControlValue(self, cid: int, ctype: int, value: LongOut, auto: IntOut) -> int:
+        cam = self._cam(cid)
         err, v, a = cam.get_control(ctype)
         if not err:
             if value:
@@ -404,15 +431,12 @@ class SimulatedLibrary:
         return err
 
     def _ASISetControlValue(self, cid: int, ctype: int, value: int, auto: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.set_control(ctype, value, bool(auto))
+        return self._cam(cid).set_control(ctype, value, bool(auto))
 
     # ------------------------------------------------------------------ ROI
 
-    def _ASIGetROIFormat(self, cid: int, w, h, b, t) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetROIFormat(self, cid: int, w: IntOut, h: IntOut, b: IntOut, t: IntOut) -> int:
+        cam = self._cam(cid)
         err, roi = cam.get_roi()
         if not err:
             for p, v in zip((w, h, b, t), roi, strict=True):
@@ -421,13 +445,10 @@ class SimulatedLibrary:
         return err
 
     def _ASISetROIFormat(self, cid: int, w: int, h: int, b: int, t: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.set_roi(w, h, b, t)
+        return self._cam(cid).set_roi(w, h, b, t)
 
-    def _ASIGetStartPos(self, cid: int, x, y) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetStartPos(self, cid: int, x: IntOut, y: IntOut) -> int:
+        cam = self._cam(cid)
         err, (sx, sy) = cam.get_start()
         if not err:
             if x:
@@ -437,58 +458,45 @@ class SimulatedLibrary:
         return err
 
     def _ASISetStartPos(self, cid: int, x: int, y: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.set_start(x, y)
+        return self._cam(cid).set_start(x, y)
 
     # ------------------------------------------------------------------ capture
 
     def _ASIStartExposure(self, cid: int, is_dark: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.start_exposure(bool(is_dark))
+        return self._cam(cid).start_exposure(bool(is_dark))
 
     def _ASIStopExposure(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.stop_exposure()
+        return self._cam(cid).stop_exposure()
 
-    def _ASIGetExpStatus(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetExpStatus(self, cid: int, out: IntOut) -> int:
+        cam = self._cam(cid)
         err, status = cam.exp_status()
         if not err and out:
             out[0] = status
         return err
 
-    def _ASIGetDataAfterExp(self, cid: int, buf, size: int) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetDataAfterExp(self, cid: int, buf: CharPtr, size: int) -> int:
+        cam = self._cam(cid)
         address = _addr(buf)
         if address is None:
             return E.GENERAL_ERROR
         return cam.data_after_exp(address, int(size))
 
     def _ASIStartVideoCapture(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.start_video()
+        return self._cam(cid).start_video()
 
     def _ASIStopVideoCapture(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.stop_video()
+        return self._cam(cid).stop_video()
 
-    def _ASIGetVideoData(self, cid: int, buf, size: int, wait_ms: int) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetVideoData(self, cid: int, buf: CharPtr, size: int, wait_ms: int) -> int:
+        cam = self._cam(cid)
         address = _addr(buf)
         if address is None:
             return E.GENERAL_ERROR
         return cam.video_data(address, int(size), int(wait_ms))
 
-    def _ASIGetDroppedFrames(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetDroppedFrames(self, cid: int, out: IntOut) -> int:
+        cam = self._cam(cid)
         err, n = cam.dropped_frames()
         if not err and out:
             out[0] = n
@@ -497,30 +505,23 @@ class SimulatedLibrary:
     # ------------------------------------------------------------------ guiding, identity, modes
 
     def _ASIPulseGuideOn(self, cid: int, direction: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.pulse(direction, True)
+        return self._cam(cid).pulse(direction, True)
 
     def _ASIPulseGuideOff(self, cid: int, direction: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.pulse(direction, False)
+        return self._cam(cid).pulse(direction, False)
 
-    def _ASIGetID(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetID(self, cid: int, out: _Pointer[ASI_ID]) -> int:
+        cam = self._cam(cid)
         err, value = cam.get_id()
         if not err and out:
             ctypes.memmove(ctypes.addressof(out.contents), value, 8)
         return err
 
-    def _ASISetID(self, cid: int, value) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.set_id(bytes(value.id))
+    def _ASISetID(self, cid: int, value: ASI_ID) -> int:
+        return self._cam(cid).set_id(bytes(value.id))
 
-    def _ASIGetGainOffset(self, cid: int, a, b, c, d) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetGainOffset(self, cid: int, a: IntOut, b: IntOut, c: IntOut, d: IntOut) -> int:
+        cam = self._cam(cid)
         err, vals = cam.gain_offset()
         if not err:
             for p, v in zip((a, b, c, d), vals, strict=True):
@@ -528,10 +529,8 @@ class SimulatedLibrary:
                     p[0] = v
         return err
 
-    def _ASIGetSerialNumber(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetSerialNumber(self, cid: int, out: _Pointer[ASI_SN]) -> int:
+        cam = self._cam(cid)
         err, value = cam.serial_number()
         if not err:
             if not out:
@@ -539,10 +538,8 @@ class SimulatedLibrary:
             ctypes.memmove(ctypes.addressof(out.contents), value, 8)
         return err
 
-    def _ASIGetCameraSupportMode(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetCameraSupportMode(self, cid: int, out: _Pointer[ASI_SUPPORTED_MODE]) -> int:
+        cam = self._cam(cid)
         err, modes = cam.supported_modes()
         if not err and out:
             arr = out.contents.SupportedCameraMode
@@ -550,52 +547,42 @@ class SimulatedLibrary:
                 arr[i] = modes[i] if i < len(modes) else -1
         return err
 
-    def _ASIGetCameraMode(self, cid: int, out) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetCameraMode(self, cid: int, out: IntOut) -> int:
+        cam = self._cam(cid)
         err, mode = cam.get_mode()
         if not err and out:
             out[0] = mode
         return err
 
     def _ASISetCameraMode(self, cid: int, mode: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.set_mode(mode)
+        return self._cam(cid).set_mode(mode)
 
     def _ASISendSoftTrigger(self, cid: int, start: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.soft_trigger(bool(start))
+        return self._cam(cid).soft_trigger(bool(start))
 
-    def _ASIGetTriggerOutputIOConf(self, cid: int, pin: int, high, delay, duration) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIGetTriggerOutputIOConf(self, cid: int, pin: int, high: IntOut, delay: LongOut, duration: LongOut) -> int:
+        cam = self._cam(cid)
         err, conf = cam.trigger_output(pin)
         if not err:
-            for p, v in zip((high, delay, duration), conf, strict=True):
+            outs: tuple[IntOut | LongOut, ...] = (high, delay, duration)
+            for p, v in zip(outs, conf, strict=True):
                 if p:
                     p[0] = v
         return err
 
     def _ASISetTriggerOutputIOConf(self, cid: int, pin: int, high: int, delay: int, duration: int) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+        cam = self._cam(cid)
         return cam.trigger_output(pin, (int(bool(high)), int(delay), int(duration)))[0]
 
-    def _ASIEnableDarkSubtract(self, cid: int, path) -> int:
-        cam, err = self._cam(cid)
-        if err:
-            return err
+    def _ASIEnableDarkSubtract(self, cid: int, path: CharPtr) -> int:
+        cam = self._cam(cid)
         if not path:
             return E.INVALID_PATH
         raw = ctypes.cast(path, c_char_p).value or b""
         return cam.dark_subtract(raw.decode(errors="surrogateescape"))
 
     def _ASIDisableDarkSubtract(self, cid: int) -> int:
-        cam, err = self._cam(cid)
-        return err or cam.dark_subtract(None)
+        return self._cam(cid).dark_subtract(None)
 
     def _ASIGetSDKVersion(self) -> int:
         # Returned as an address: a bytes object would have to be kept alive by ctypes (a leak).

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import catalog
 from .camera import AMBIENT_C, SimCamera
 from .faults import PHASES, FaultPlan
 from .library import NOT_INJECTABLE, PROTOTYPES, SimulatedLibrary
+
+_T = TypeVar("_T")
 
 __all__ = ["SimRecord", "SimulatedSDK", "default_lock_dir"]
 
@@ -42,7 +44,7 @@ class SimRecord:
     exposures_running: set[int] = field(default_factory=set)  #: slots with a snapshot exposure WORKING and not stopped
     video_running: set[int] = field(default_factory=set)  #: slots in video mode
     pulse_guiding: dict[int, set[int]] = field(default_factory=dict)  #: slot -> directions on (non-empty only)
-    calls: collections.Counter = field(default_factory=collections.Counter)  #: ASI function name -> calls
+    calls: collections.Counter[str] = field(default_factory=collections.Counter)  #: ASI function name -> calls
     plugged: set[int] = field(default_factory=set)  #: slots currently enumerated
 
 
@@ -68,7 +70,7 @@ class SimulatedSDK:
         #: Longest a forced video timeout (video_timeouts) waits when the caller's timeout is longer or infinite.
         self.video_timeout_cap_s = 1.0
         self._shut_down = False
-        self._calls: collections.Counter = collections.Counter()
+        self._calls: collections.Counter[str] = collections.Counter()
         self._calls_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -93,7 +95,7 @@ class SimulatedSDK:
     def _plugged_slots(self) -> list[int]:
         return [c.slot for c in self.cameras if c.plugged]
 
-    def _submit(self, fn: Callable, *args) -> Future:
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         # One worker: enough to prepare frames while exposures run, and a fixed thread count.
         with self._executor_lock:
             if self._shut_down:

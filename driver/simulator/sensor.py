@@ -23,6 +23,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * a)
     y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t \
         * np.exp(-a * a)
-    return s * y
+    out: np.ndarray = s * y
+    return out
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -127,6 +129,12 @@ class _StarField:
     hfactor: np.ndarray  # extra dark current, in multiples of the normal dark current
 
 
+#: (parity, image type, quantised means, quantised sigmas): frames with equal keys share a noise pool.
+_PoolKey = tuple[int, int, tuple[float, ...], tuple[float, ...]]
+#: (row parity, first row, rows, offset into the pool) of one bulk copy.
+_Chunk = tuple[int, int, int, int]
+
+
 @dataclass
 class _Layout:
     geom: Geometry
@@ -146,7 +154,8 @@ class PreparedFrame:
 
     __slots__ = ("geom", "frame_no", "dtype", "nbytes", "_layout", "_pools", "_chunks", "_vals", "stats")
 
-    def __init__(self, geom: Geometry, frame_no: int, dtype, layout: _Layout, pools, chunks, vals, stats):
+    def __init__(self, geom: Geometry, frame_no: int, dtype: type[np.unsignedinteger[Any]], layout: _Layout,
+                 pools: list[np.ndarray], chunks: list[_Chunk], vals: np.ndarray, stats: dict[str, Any]):
         self.geom = geom
         self.frame_no = frame_no
         self.dtype = dtype
@@ -160,7 +169,7 @@ class PreparedFrame:
     def render_into(self, address: int) -> None:
         """Write the frame to `nbytes` bytes of memory at `address` (the caller's SDK buffer)."""
         buf = (ctypes.c_ubyte * self.nbytes).from_address(address)
-        self.render_array(np.frombuffer(buf, dtype=self.dtype))
+        self.render_array(np.frombuffer(memoryview(buf), dtype=self.dtype))
 
     def render_array(self, out: np.ndarray) -> None:
         """Write the frame into `out`, a flat C-contiguous array of the frame's dtype and size."""
@@ -202,7 +211,7 @@ class SensorSimulator:
         self._lock = threading.Lock()
         self._field: _StarField | None = None
         self._layouts: OrderedDict[Geometry, _Layout] = OrderedDict()
-        self._pools: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._pools: OrderedDict[_PoolKey, np.ndarray] = OrderedDict()
         area = model.pixel_size_um ** 2
         sky_mono = _SKY_E_PER_S_PER_UM2 * area
         self.sky_mono = sky_mono
@@ -305,10 +314,13 @@ class SensorSimulator:
         if self.model.is_color:
             sky[L] = self.sky_mono * float(_FILTER[R] + 2 * _FILTER[G] + _FILTER[B]) / 4.0
         # Signal through the CFA for a colour sensor; a mono sensor sees the full (L) signal.
-        def response(stars: np.ndarray, ch: np.ndarray) -> np.ndarray:
+        def response(stars: np.ndarray, ch: np.ndarray | None) -> np.ndarray:
+            flux: np.ndarray = f.flux[stars]
             if not self.model.is_color:
-                return f.flux[stars]
-            return f.flux[stars] * _FILTER[ch] * f.colour[stars, ch]
+                return flux
+            assert ch is not None  # a colour sensor always knows the channel
+            out: np.ndarray = flux * _FILTER[ch] * f.colour[stars, ch]
+            return out
 
         def in_roi(px: np.ndarray, py: np.ndarray) -> np.ndarray:
             return (px >= x0) & (px < x0 + w * b) & (py >= y0) & (py < y0 + h * b)
@@ -351,6 +363,9 @@ class SensorSimulator:
             hpix = hpix * 3 + pos_of[_CFA[hy % 2, hx % 2].astype(np.int64)]
 
         all_e = np.concatenate([elems, hpix])
+        uniq: np.ndarray
+        star: np.ndarray  # bincount with weights: float64
+        hot: np.ndarray
         if all_e.size:
             uniq, inv = np.unique(all_e, return_inverse=True)
             star = np.bincount(inv, weights=np.concatenate([rates, np.zeros(hpix.size)]), minlength=uniq.size)
@@ -369,14 +384,14 @@ class SensorSimulator:
 
     # ------------------------------------------------------------------ frames
 
-    def _out_format(self, img_type: int) -> tuple[type, int]:
+    def _out_format(self, img_type: int) -> tuple[type[np.unsignedinteger[Any]], int]:
         """(dtype, shift) from native ADU to output: RAW16 is left-aligned, 8-bit keeps the top bits."""
         bd = self.model.bit_depth
         if img_type == ImgType.RAW16:
             return np.uint16, 16 - bd
         return np.uint8, bd - 8
 
-    def _pool(self, key: tuple, mus: np.ndarray, sigmas: np.ndarray, parity: int, img_type: int) -> np.ndarray:
+    def _pool(self, key: _PoolKey, mus: np.ndarray, sigmas: np.ndarray, parity: int, img_type: int) -> np.ndarray:
         with self._lock:
             pool = self._pools.get(key)
             if pool is not None:
@@ -429,7 +444,7 @@ class SensorSimulator:
         sig_all = np.sqrt(bg_e + rn * rn) / b / epadu * wb
         dtype, shift = self._out_format(geom.img_type)
 
-        pools = []
+        pools: list[np.ndarray] = []
         for q in (0, 1) if not lay.same else (0,):
             pat = lay.patterns[q]
             # Quantise so that frames under (almost) the same conditions share one pool.
@@ -441,7 +456,7 @@ class SensorSimulator:
         rng = np.random.default_rng([self.seed, self.slot, int(frame_no), 0xF4A])
         rl = lay.row_len
         rows_per_chunk = max(1, MAX_CHUNK // rl)
-        chunks = []
+        chunks: list[_Chunk] = []
         parities = ((0, geom.height),) if lay.same else ((0, geom.height // 2), (1, geom.height // 2))
         for q, nrows in parities:
             p = len(lay.patterns[q])
@@ -451,7 +466,7 @@ class SensorSimulator:
                 off = int(rng.integers(0, (POOL_LEN - span) // p + 1)) * p
                 chunks.append((q, r0, n, off))
 
-        vals = np.zeros(0, dtype)
+        vals: np.ndarray = np.zeros(0, dtype)
         if lay.idx.size:
             e = (lay.star * light + lay.sky[lay.ch] * light + dark * (1.0 + lay.hot)) * t
             np.clip(e, 0.0, fw, out=e)

@@ -1,0 +1,1041 @@
+"""One ZWO camera as an INDI CCD device (libindi's ``INDI::CCD``): its properties mapped to core calls.
+
+Property names, members, permissions and tabs follow libindi's INDI::CCD and INDI's own ZWO driver
+(indi_asi_ccd): CCD_CONTROLS has one member per adjustable SDK control (`driver.controls`) under
+the SDK's name and limits, CCD_CAPTURE_FORMAT members are ASI_IMG_RAW16/ASI_IMG_RAW8/ASI_IMG_RGB24,
+the device is named "ZWO CCD <model>", and everything except CONNECTION and DRIVER_INFO exists
+only while connected (defined on connect, deleted on disconnect).
+
+One job: translate. Requests are parsed for their wire type and handed to the device core
+(`configure`, `set_control`, `set_cooler`, `pulse_guide`, `start_exposure`); the core is the only
+validator of values, and a `driver.errors.CameraError` it raises reaches the client as the
+property in Alert with the core's own message (`CORE_ERRORS`). What is INDI's own stays here:
+switch rules, upload paths, FITS keywords, CFA text, one guide direction per axis.
+
+The exposure lifecycle is the core's: CCD_EXPOSURE follows its `ExposureStarted`/`ExposureEnded`
+events (an exposure started elsewhere, e.g. over Alpaca, shows Busy here but delivers no image:
+only exposures this device started, recognised by `Exposure.owner`, produce a BLOB), and the
+countdown shows the core's `time_left`. The property framework (vectors, parsing, rejection) is
+`device_base.PropertyDevice`; live video and recording are `stream.py`/`recorder.py`, which use
+only this device's public methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from driver import controls as core_controls
+from driver.errors import (
+    CameraError,
+    CameraGoneError,
+    InvalidOperationError,
+    InvalidValueError,
+    NotConnectedError,
+    NotSupportedError,
+    SdkError,
+)
+from driver.events import Exposure, ExposureEnded, ExposureOutcome, ExposureStarted, StateChanged
+from zwo_common.fits import build_fits, camera_cards, valid_keyword
+
+from . import __version__
+from .blob import EncodedBlob
+from .device_base import Client, DeviceHost, Handler, PropertyDevice, Reject
+from .protocol import ALERT, BLOB, BUSY, IDLE, OK, Number, Switch, Text, Vector, fmt_number
+from .stream import VideoStream
+from .upload import UploadError, UploadTarget
+
+MAIN, IMAGE_SETTINGS, IMAGE_INFO, OPTIONS, INFO, CONTROLS, GUIDE = (
+    "Main Control", "Image Settings", "Image Info", "Options", "General Info", "Controls", "Guider Control")
+
+CCD_INTERFACE, GUIDER_INTERFACE = 2, 4
+
+# CCD_CAPTURE_FORMAT members, named as indi_asi names them (Helpers::toString(ASI_IMG_TYPE)).
+FORMATS = {"RAW16": ("ASI_IMG_RAW16", "Raw 16 bit"), "RAW8": ("ASI_IMG_RAW8", "Raw 8 bit"),
+           "RGB24": ("ASI_IMG_RGB24", "RGB 24")}
+FORMAT_BY_MEMBER = {m: k for k, (m, _) in FORMATS.items()}
+# CCD_FRAME_TYPE members -> (label, the core's frame type).
+FRAME_TYPES = {"FRAME_LIGHT": ("Light", "light"), "FRAME_BIAS": ("Bias", "bias"),
+               "FRAME_DARK": ("Dark", "dark"), "FRAME_FLAT": ("Flat", "flat")}
+ALWAYS_DEFINED = ("CONNECTION", "DRIVER_INFO")
+TEMP_THRESHOLD = 0.5  # C: CCD_TEMPERATURE turns Ok within this of the target, as libindi's default
+
+#: The one table from core errors to what the INDI client sees. The Alert text is always the
+#: core's message (it says what was wrong and what is valid); the table says how loudly the server
+#: logs it: a client's bad value is routine, a camera failure is worth a warning.
+CORE_ERRORS: dict[type[CameraError], int] = {
+    InvalidValueError: logging.INFO,
+    InvalidOperationError: logging.INFO,
+    NotConnectedError: logging.INFO,
+    NotSupportedError: logging.INFO,
+    CameraGoneError: logging.WARNING,
+    SdkError: logging.WARNING,
+    CameraError: logging.WARNING,
+}
+
+
+def core_error_level(exc: BaseException) -> int | None:
+    """The log level of a core error (`CORE_ERRORS`), or None if `exc` is not one (a bug)."""
+    for cls in type(exc).__mro__:
+        if cls in CORE_ERRORS:
+            return CORE_ERRORS[cls]
+    return None
+
+
+def device_names(cameras: Sequence[Any], log: logging.Logger) -> list[str]:
+    """INDI device names as indi_asi makes them: "ZWO CCD " + the model, " 1", " 2"... for repeats."""
+    used: set[str] = set()
+    out: list[str] = []
+    for cam in cameras:
+        model = None
+        info = getattr(cam, "info", None)
+        if info is None:
+            try:
+                info = cam.describe()
+            except Exception as exc:  # noqa: BLE001 - an absent camera still gets a device (plugged in later)
+                log.warning("INDI: cannot read camera properties (%s); naming it by its index", exc)
+        if info is not None:
+            model = info.model or info.name
+        if not model:
+            model = str(getattr(cam, "name", "") or "Camera")
+        if model.upper().startswith("ZWO "):
+            model = model[4:]
+        base = f"ZWO CCD {model}"
+        name, index = base, 0
+        while name in used:
+            index += 1
+            name = f"{base} {index}"
+        used.add(name)
+        out.append(name)
+    return out
+
+
+class CcdDevice(PropertyDevice):
+    """The INDI face of one `ZWOCamera`. All methods run on the server's event loop."""
+
+    def __init__(self, host: DeviceHost, cam: Any, name: str, *, upload_dir: str | None = None,
+                 driver_exec: str = "zwo-alpaca-indi") -> None:
+        super().__init__(host, name)
+        self.cam = cam
+        self.driver_exec = driver_exec
+        # Bumped on every disconnect: an image still being encoded for the old connection is dropped.
+        self.generation = 0
+        self._exposure: Exposure | None = None  # the exposure CCD_EXPOSURE shows (ours or another front end's)
+        self._countdown: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._defining: asyncio.Task[None] | None = None
+        self._connected_defined = False
+        self._listener = self._on_core_event
+        self._custom_fits: dict[str, tuple[str, object, str]] = {}
+        self._cfa_override = False
+        self._guide_timers: dict[str, asyncio.TimerHandle] = {}
+        self._target_temp: float | None = None
+        self._disconnecting = False
+        self._upload = UploadTarget(upload_dir) if upload_dir else None
+        self.frames_delivered = 0
+        self.stream = VideoStream(self)  # libindi's streaming properties (CCD_VIDEO_STREAM, ...)
+        for vec in self._base_properties():
+            self.define(vec)
+
+    # ================================================================== public interface (stream, recorder)
+    @property
+    def connected(self) -> bool:
+        """Whether the connected property set is defined (the camera is connected)."""
+        return self._connected_defined
+
+    def require_connected(self, vec: Vector) -> None:
+        """Refuse a request that needs a connected camera (raises `Reject`)."""
+        if not self._connected_defined:
+            raise Reject(f"{vec.name}: the camera is not connected")
+
+    @property
+    def upload_target(self) -> UploadTarget | None:
+        """Where this server may write files (None: no upload directory configured)."""
+        return self._upload
+
+    @property
+    def exposure_in_progress(self) -> bool:
+        """Whether a single exposure is running (started here or by another front end)."""
+        return self._exposure is not None
+
+    def binned_frame_size(self) -> tuple[int, int]:
+        """The capture frame's width and height in binned pixels."""
+        _, _, w, h, b = self.frame_values()
+        return w // b, h // b
+
+    def frame_values(self) -> tuple[int, int, int, int, int]:
+        """(x, y, w, h, bin) in unbinned pixels, as INDI's CCD_FRAME expresses them."""
+        st = self.cam.settings
+        b = int(st.bin)
+        fw, fh = self._full()
+        w = st.width if st.width is not None else fw // b
+        h = st.height if st.height is not None else fh // b
+        return st.start_x * b, st.start_y * b, w * b, h * b, b
+
+    def cfa_for(self, frame: Any) -> tuple[str, int, int] | None:
+        """The colour pattern and its x/y offsets of a raw colour frame, as a client set CCD_CFA if it
+        did (libindi lets clients correct them); None for a mono frame."""
+        if not frame.bayer_pattern:
+            return None
+        pattern, bx, by = frame.bayer_pattern, frame.bayer_offset_x, frame.bayer_offset_y
+        cfa = self.vector("CCD_CFA")
+        if self._cfa_override and cfa is not None:
+            pattern = str(cfa.text("CFA_TYPE").value) or pattern
+            bx = _int_or(cfa.text("CFA_OFFSET_X").value, bx)
+            by = _int_or(cfa.text("CFA_OFFSET_Y").value, by)
+        return pattern, bx, by
+
+    # ================================================================== framework hooks
+    def handler(self, name: str) -> Handler | None:
+        """A CCD property's handler, else the stream's (CCD_VIDEO_STREAM, RECORD_STREAM, ...)."""
+        return super().handler(name) or self.stream.handler(name)
+
+    def immediate(self, name: str) -> bool:
+        """An abort must not wait behind the exposure request it aborts."""
+        return name == "CCD_ABORT_EXPOSURE"
+
+    def unknown_property_hint(self) -> str:
+        """Most properties exist only while connected; say so when they are missing for that reason."""
+        return "" if self._connected_defined else " (most properties exist only while connected)"
+
+    def error_text(self, exc: Exception, vec: Vector) -> str:
+        """The core's message for its errors (`CORE_ERRORS`); anything else is a bug and is logged."""
+        level = core_error_level(exc)
+        if level is None:
+            return super().error_text(exc, vec)
+        message = str(getattr(exc, "message", "") or exc)
+        self.log.log(level, "INDI %s: %s refused by the camera: %s", self.name, vec.name, message)
+        return message
+
+    # ================================================================== properties
+    def _vec(self, kind: str, name: str, label: str, group: str, perm: Any, members: list[Any], **kw: Any) -> Vector:
+        return self.make_vector(kind, name, label, group, perm, members, **kw)
+
+    def _get(self, name: str) -> Vector:
+        """A connected-only vector a handler needs (the camera may have just disconnected)."""
+        vec = self.vector(name)
+        if vec is None:
+            raise Reject(f"{name}: the camera is not connected")
+        return vec
+
+    def _interface(self) -> int:
+        info = self.cam.info
+        return CCD_INTERFACE | (GUIDER_INTERFACE if info is not None and info.has_st4 else 0)
+
+    def _base_properties(self) -> list[Vector]:
+        conn = self._vec("Switch", "CONNECTION", "Connection", MAIN, "rw",
+                         [Switch("CONNECT", "Connect"), Switch("DISCONNECT", "Disconnect", True)], rule="OneOfMany")
+        info = self._vec("Text", "DRIVER_INFO", "Driver Info", INFO, "ro", [
+            Text("DRIVER_NAME", "Name", "ZWO CCD"),
+            Text("DRIVER_EXEC", "Exec", self.driver_exec),
+            Text("DRIVER_VERSION", "Version", __version__),
+            Text("DRIVER_INTERFACE", "Interface", str(self._interface())),
+        ])
+        return [conn, info]
+
+    def _full(self) -> tuple[int, int]:
+        info = self.cam.info
+        return int(info.max_width), int(info.max_height)
+
+    def _connected_properties(self, controls: dict[str, Any], values: dict[str, int]) -> list[Vector]:
+        info = self.cam.info
+        st = self.cam.settings
+        fw, fh = self._full()
+        x, y, w, h, b = self.frame_values()
+        props: list[Vector] = []
+        exp_min = float(info.exposure_min_s)
+        exp_max = float(info.exposure_max_s)
+        # Members' min/max below are what clients display; values are validated by the core
+        # (core_validated), whose message gives the range it enforces.
+        props.append(self._vec("Number", "CCD_EXPOSURE", "Expose", MAIN, "rw", [
+            Number("CCD_EXPOSURE_VALUE", "Duration (s)", "%5.2f", exp_min, exp_max, 1, 1)], core_validated=True))
+        props.append(self._vec("Switch", "CCD_ABORT_EXPOSURE", "Abort", MAIN, "rw", [Switch("ABORT", "Abort")],
+                               rule="AtMostOne"))
+        props.append(self._vec("Number", "CCD_FRAME", "Frame", IMAGE_SETTINGS, "rw", [
+            Number("X", "Left ", "%4.0f", 0, fw - 1, 0, x), Number("Y", "Top", "%4.0f", 0, fh - 1, 0, y),
+            Number("WIDTH", "Width", "%4.0f", 1, fw, 0, w), Number("HEIGHT", "Height", "%4.0f", 1, fh, 0, h)],
+            core_validated=True))
+        props.append(self._vec("Switch", "CCD_FRAME_RESET", "Frame Values", IMAGE_SETTINGS, "wo",
+                               [Switch("RESET", "Reset")], rule="OneOfMany", timeout=0))
+        max_bin = max(info.supported_bins or (1,))
+        props.append(self._vec("Number", "CCD_BINNING", "Binning", IMAGE_SETTINGS, "rw", [
+            Number("HOR_BIN", "X", "%2.0f", 1, max_bin, 1, b), Number("VER_BIN", "Y", "%2.0f", 1, max_bin, 1, b)],
+            core_validated=True))
+        props.append(self._vec("Text", "FITS_HEADER", "FITS Header", INFO, "wo", [
+            Text("KEYWORD_NAME", "Name"), Text("KEYWORD_VALUE", "Value"), Text("KEYWORD_COMMENT", "Comment")]))
+        status = self.cam.status()
+        temp = status.ccd_temperature if status.ccd_temperature is not None else 0.0
+        if info.has_cooler:
+            lo, hi = self.cam.target_temperature_range()
+            props.append(self._vec("Number", "CCD_TEMPERATURE", "Temperature", MAIN, "rw", [
+                Number("CCD_TEMPERATURE_VALUE", "Temperature (C)", "%5.2f", lo, hi, 0, round(temp, 2))],
+                core_validated=True))
+            props.append(self._vec("Switch", "CCD_COOLER", "Cooler", MAIN, "wo", [
+                Switch("COOLER_ON", "ON", bool(status.cooler_on)), Switch("COOLER_OFF", "OFF", not status.cooler_on)],
+                rule="OneOfMany", timeout=0, state=OK if status.cooler_on else IDLE))
+            power = status.cooler_power or 0.0
+            props.append(self._vec("Number", "CCD_COOLER_POWER", "Cooling Power", MAIN, "ro", [
+                Number("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 0.2, power)],
+                state=BUSY if power > 0 else IDLE))
+        else:
+            # As indi_asi: uncooled cameras still report their sensor temperature, read-only.
+            props.append(self._vec("Number", "CCD_TEMPERATURE", "Temperature", MAIN, "ro", [
+                Number("CCD_TEMPERATURE_VALUE", "Temperature (C)", "%5.2f", -50, 70, 0, round(temp, 2))]))
+        formats = [k for k in ("RAW16", "RAW8", "RGB24") if k in info.image_types]
+        props.append(self._vec("Switch", "CCD_CAPTURE_FORMAT", "Format", IMAGE_SETTINGS, "rw",
+                               [Switch(FORMATS[k][0], FORMATS[k][1], k == st.image_type) for k in formats],
+                               rule="OneOfMany"))
+        props.append(self._vec("Switch", "CCD_TRANSFER_FORMAT", "Encode", IMAGE_SETTINGS, "rw", [
+            Switch("FORMAT_FITS", "FITS", True), Switch("FORMAT_NATIVE", "Native")], rule="OneOfMany"))
+        props.append(self._vec("Number", "CCD_INFO", "CCD Information", IMAGE_INFO, "ro", [
+            Number("CCD_MAX_X", "Max. Width", "%.f", 1, 16000, 0, fw),
+            Number("CCD_MAX_Y", "Max. Height", "%.f", 1, 16000, 0, fh),
+            Number("CCD_PIXEL_SIZE", "Pixel size (um)", "%.2f", 1, 40, 0, info.pixel_size_um),
+            Number("CCD_PIXEL_SIZE_X", "Pixel size X", "%.2f", 1, 40, 0, info.pixel_size_um),
+            Number("CCD_PIXEL_SIZE_Y", "Pixel size Y", "%.2f", 1, 40, 0, info.pixel_size_um),
+            Number("CCD_BITSPERPIXEL", "Bits per pixel", "%.f", 8, 64, 0, 16 if st.image_type == "RAW16" else 8)]))
+        props.append(self._vec("BLOB", "CCD1", "Image Data", IMAGE_INFO, "ro", [BLOB("CCD1", "Image")]))
+        if info.has_st4:
+            props.append(self._vec("Number", "TELESCOPE_TIMED_GUIDE_NS", "Guide N/S", GUIDE, "rw", [
+                Number("TIMED_GUIDE_N", "North (ms)", "%.f", 0, 60000, 100, 0),
+                Number("TIMED_GUIDE_S", "South (ms)", "%.f", 0, 60000, 100, 0)], core_validated=True))
+            props.append(self._vec("Number", "TELESCOPE_TIMED_GUIDE_WE", "Guide E/W", GUIDE, "rw", [
+                Number("TIMED_GUIDE_W", "West (ms)", "%.f", 0, 60000, 100, 0),
+                Number("TIMED_GUIDE_E", "East (ms)", "%.f", 0, 60000, 100, 0)], core_validated=True))
+        props.append(self._vec("Switch", "CCD_FRAME_TYPE", "Type", IMAGE_SETTINGS, "rw",
+                               [Switch(k, label, k == "FRAME_LIGHT") for k, (label, _) in FRAME_TYPES.items()],
+                               rule="OneOfMany"))
+        if info.is_color and info.bayer_pattern:
+            props.append(self._vec("Text", "CCD_CFA", "Bayer Info", IMAGE_INFO, "rw", [
+                Text("CFA_OFFSET_X", "X Offset", "0"), Text("CFA_OFFSET_Y", "Y Offset", "0"),
+                Text("CFA_TYPE", "Filter", info.bayer_pattern)]))
+        props.append(self._vec("Switch", "UPLOAD_MODE", "Upload", OPTIONS, "rw", [
+            Switch("UPLOAD_CLIENT", "Client", True), Switch("UPLOAD_LOCAL", "Local"), Switch("UPLOAD_BOTH", "Both")],
+            rule="OneOfMany", timeout=0))
+        props.append(self._vec("Text", "UPLOAD_SETTINGS", "Upload Settings", OPTIONS, "rw", [
+            Text("UPLOAD_DIR", "Dir", str(self._upload.base) if self._upload else ""),
+            Text("UPLOAD_PREFIX", "Prefix", "IMAGE_XXX")]))
+        members = []
+        for ctl in core_controls.adjustable(controls):
+            step = (ctl.max - ctl.min) / 10.0 if ctl.max - ctl.min > 1 else 1
+            members.append(Number(ctl.name, ctl.name, "%g", ctl.min, ctl.max, step, values.get(ctl.name, ctl.default)))
+        if members:
+            props.append(self._vec("Number", "CCD_CONTROLS", "Controls", CONTROLS, "rw", members, core_validated=True))
+        if core_controls.find(controls, core_controls.FLIP) is not None:
+            flip = int(st.flip)
+            props.append(self._vec("Switch", "FLIP", "Flip", CONTROLS, "rw", [
+                Switch("FLIP_HORIZONTAL", "Horizontal", bool(flip & 1)),
+                Switch("FLIP_VERTICAL", "Vertical", bool(flip & 2))], rule="AnyOfMany"))
+        props.extend(self.stream.properties())
+        return props
+
+    def _define_connected(self, props: list[Vector]) -> None:
+        for v in props:
+            self.define(v)
+        self._connected_defined = True
+        if self._poller is None or self._poller.done():
+            self._poller = self.loop.create_task(self._poll(), name=f"indi-poll-{self.name}")
+
+    def _delete_connected(self) -> None:
+        if not self._connected_defined:
+            return
+        self._connected_defined = False
+        for vec in self.vectors():
+            if vec.name not in ALWAYS_DEFINED:
+                self.delete(vec.name)
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+    # ================================================================== core events
+    def attach(self) -> None:
+        """Start following the camera's events (the server calls this once the loop runs)."""
+        self.cam.add_listener(self._listener)
+        st = self.cam.status()
+        if st.connected and self.cam.info is not None:
+            # Connected before the INDI server started (e.g. by Alpaca): show it connected.
+            self._defining = self.loop.create_task(self._adopt_connection())
+
+    def detach(self) -> None:
+        """Stop following the camera and end this device's tasks (server shutdown)."""
+        try:
+            self.cam.remove_listener(self._listener)
+        except Exception:  # noqa: BLE001 - shutting down: a camera that cannot take it back changes nothing
+            pass
+        for task in (self._countdown, self._poller, self._defining):
+            if task is not None:
+                task.cancel()
+        for h in self._guide_timers.values():
+            h.cancel()
+        self.stream.shutdown()  # server stopping: a recording's file is closed before the process exits
+
+    def _on_core_event(self, event: Any) -> None:
+        """Core thread: hand the event to the loop, nothing more (the core requires listeners be quick)."""
+        try:
+            self.loop.call_soon_threadsafe(self._core_event, event)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _core_event(self, event: Any) -> None:
+        if isinstance(event, ExposureStarted):
+            self._exposure_started(event.exposure)
+        elif isinstance(event, ExposureEnded):
+            self._exposure_ended(event)
+        elif isinstance(event, StateChanged):
+            self.stream.on_core_state()
+        elif event.kind == "connected":
+            if not self._connected_defined and (self._defining is None or self._defining.done()):
+                self._defining = self.loop.create_task(self._adopt_connection())
+            elif self._connected_defined:
+                self.message("[INFO] camera connection (re)established")
+        elif event.kind == "disconnected":
+            self._on_disconnected(external=not self._disconnecting)
+        elif event.kind == "error":
+            self.message(f"[ERROR] {event.data.get('message') or 'camera error'}")
+        elif event.kind == "settings":
+            self._sync_settings()
+
+    async def _adopt_connection(self) -> None:
+        """Define the connected property set for a connection made elsewhere (Alpaca, startup)."""
+        async with self.request_lock:
+            if self._connected_defined or not self.cam.status().connected:
+                return
+            try:
+                props = await self._build_connected()
+            except Exception as exc:  # noqa: BLE001 - the connection stays; INDI shows it disconnected
+                self.log.warning("INDI %s: cannot read camera state after connect: %s", self.name, exc)
+                return
+            if not self.cam.status().connected or self._connected_defined:
+                return
+            conn = self._get_base("CONNECTION")
+            conn.set_one("CONNECT")
+            conn.state = OK
+            self.publish(conn)
+            self._define_connected(props)
+
+    def _get_base(self, name: str) -> Vector:
+        vec = self.vector(name)
+        assert vec is not None, name  # CONNECTION and DRIVER_INFO are always defined
+        return vec
+
+    def _on_disconnected(self, external: bool) -> None:
+        self.generation += 1
+        self.stream.on_disconnected()
+        self._forget_exposure()
+        self._delete_connected()
+        conn = self._get_base("CONNECTION")
+        if conn.on_switch() != "DISCONNECT" or conn.state != IDLE:
+            conn.set_one("DISCONNECT")
+            conn.state = IDLE
+            self.publish(conn, "[INFO] camera disconnected" + (" (by another client)" if external else ""))
+
+    # ---------------------------------------------------------------- exposure lifecycle (core events)
+    def _exposure_started(self, exposure: Exposure) -> None:
+        """The core accepted an exposure (ours, or another front end's: then Busy, but no image follows)."""
+        self._exposure = exposure
+        exp = self.vector("CCD_EXPOSURE")
+        if exp is None:
+            return
+        exp.number("CCD_EXPOSURE_VALUE").value = exposure.duration
+        exp.state = BUSY
+        self.publish(exp)
+        self._stop_countdown()
+        self._countdown = self.loop.create_task(self._count_down(exposure), name=f"indi-countdown-{self.name}")
+
+    def _exposure_ended(self, event: ExposureEnded) -> None:
+        """The core's outcome of an exposure: deliver our image, or show Idle (aborted) or Alert (failed)."""
+        exposure = event.exposure
+        if self._exposure is None or self._exposure.id != exposure.id:
+            return  # not the one shown (e.g. of a connection since closed): its end changes nothing here
+        self._forget_exposure()
+        ours = exposure.owner is self
+        if ours and event.outcome in (ExposureOutcome.COMPLETED, ExposureOutcome.STOPPED) and event.frame is not None:
+            self.loop.create_task(self._deliver(event.frame, exposure, self.generation))
+        elif ours and event.outcome == ExposureOutcome.FAILED:
+            self._fail_exposure(event.reason or "the camera did not deliver the image")
+        else:  # aborted, or another front end's exposure: no image here
+            self._exposure_idle()
+
+    def _forget_exposure(self) -> None:
+        self._exposure = None
+        self._stop_countdown()
+
+    def _stop_countdown(self) -> None:
+        if self._countdown is not None:
+            self._countdown.cancel()
+            self._countdown = None
+
+    async def _count_down(self, exposure: Exposure) -> None:
+        """CCD_EXPOSURE Busy with the core's time left about once a second, on whole seconds (as indi_asi)."""
+        try:
+            left = float(exposure.duration)
+            while True:
+                if left > 1.1:
+                    delay = left - math.floor(left)  # land on the next whole second
+                    if delay < 0.05:
+                        delay += 1.0
+                else:
+                    delay = left
+                await asyncio.sleep(delay)
+                exp = self.vector("CCD_EXPOSURE")
+                if exp is None or self._exposure is not exposure:
+                    return
+                status = self.cam.status()
+                if status.time_left is None or (status.exposure is not None and status.exposure.id != exposure.id):
+                    return  # ended; its ExposureEnded sets the final state
+                left = max(0.0, float(status.time_left))
+                exp.number("CCD_EXPOSURE_VALUE").value = float(round(left)) if left > 1.1 else round(left, 2)
+                exp.state = BUSY
+                self.publish(exp)
+                if left <= 0:
+                    return  # reading out; the image (or a failure) sets the final state
+        except asyncio.CancelledError:
+            pass
+
+    def _exposure_idle(self) -> None:
+        exp = self.vector("CCD_EXPOSURE")
+        if exp is not None:
+            exp.number("CCD_EXPOSURE_VALUE").value = 0
+            exp.state = IDLE
+            self.publish(exp)
+
+    def _fail_exposure(self, why: str) -> None:
+        exp = self.vector("CCD_EXPOSURE")
+        if exp is not None:
+            exp.number("CCD_EXPOSURE_VALUE").value = 0
+            exp.state = ALERT
+            self.publish(exp, f"[ERROR] exposure failed: {why}")
+
+    # ---------------------------------------------------------------- image delivery
+    def _fits_cards(self, frame: Any, exposure: Exposure) -> list[tuple[str, object, str]]:
+        info = self.cam.info
+        bayer = self.cfa_for(frame) if frame.image_type != "RGB24" else None
+        temp = frame.temperature
+        if temp is None:
+            temp = self.cam.status().ccd_temperature
+        sub = (frame.start_x, frame.start_y) if (frame.start_x or frame.start_y) else None
+        return camera_cards(exptime=frame.duration, start=frame.start_time, instrume=self.name,
+                            frame_type=_frame_label(exposure.frame_type), xbin=frame.bin, ybin=frame.bin,
+                            pixel_size_um=info.pixel_size_um if info else None, ccd_temp=temp,
+                            gain=frame.gain, offset=frame.offset, bayer=bayer, subframe=sub,
+                            extra=list(self._custom_fits.values()))
+
+    async def _deliver(self, frame: Any, exposure: Exposure, gen: int) -> None:
+        """Build the image file once, save and/or send it, then turn CCD_EXPOSURE Ok (in that order)."""
+        transfer = self.vector("CCD_TRANSFER_FORMAT")
+        native = transfer is not None and transfer.on_switch() == "FORMAT_NATIVE"
+        upload_mode = self.vector("UPLOAD_MODE")
+        mode = (upload_mode.on_switch() if upload_mode is not None else None) or "UPLOAD_CLIENT"
+        try:
+            if native:
+                data = frame.data
+                payload = await self.server.compute(lambda: np.ascontiguousarray(data).view(np.uint8).reshape(-1))
+                raw, ext = memoryview(payload).cast("B"), ".bin"
+            else:
+                cards = self._fits_cards(frame, exposure)
+                fits = await self.server.compute(build_fits, frame.data, cards)
+                raw, ext = fits.memoryview(), ".fits"
+        except Exception as exc:
+            self.log.exception("INDI %s: building the image file failed", self.name)
+            if gen == self.generation:
+                self._fail_exposure(f"cannot build the image file: {exc}")
+            return
+        if gen != self.generation:
+            return  # disconnected meanwhile: never deliver into a new connection
+        if mode in ("UPLOAD_CLIENT", "UPLOAD_BOTH"):
+            if self.server.clients_wanting_blob(self.name, "CCD1"):
+                # Encode once (in the CPU pool), then hand the same bytes to every client.
+                blob = EncodedBlob(raw, ext, self.loop)
+                blob.start(self.server.cpu_pool)
+                if not await blob.wait():
+                    self._fail_exposure(f"cannot encode the image: {blob.error}")
+                    return
+                if gen != self.generation:
+                    return
+                self.server.broadcast_blob(self.name, "CCD1", "CCD1", blob)
+        if mode in ("UPLOAD_LOCAL", "UPLOAD_BOTH"):
+            await self._save_local(raw, ext, gen)
+            if gen != self.generation:
+                return
+        self.frames_delivered += 1
+        exp = self.vector("CCD_EXPOSURE")
+        if exp is not None and self._exposure is None:  # a newer exposure already shows Busy: leave it
+            exp.number("CCD_EXPOSURE_VALUE").value = 0
+            exp.state = OK
+            self.publish(exp)
+
+    def _file_path_vector(self) -> Vector:
+        fp = self.vector("CCD_FILE_PATH")
+        if fp is None:
+            fp = self._vec("Text", "CCD_FILE_PATH", "Filename", IMAGE_INFO, "ro", [Text("FILE_PATH", "Path")])
+            self.define(fp)
+        return fp
+
+    async def _save_local(self, raw: memoryview, ext: str, gen: int) -> None:
+        settings = self.vector("UPLOAD_SETTINGS")
+        if self._upload is None or settings is None:
+            self.message("[ERROR] local upload is not enabled on this server (no upload directory configured); "
+                         "the image was not saved")
+            return
+        try:
+            comps = self._upload.components(str(settings.text("UPLOAD_DIR").value))
+            prefix = str(settings.text("UPLOAD_PREFIX").value)
+            path = await self.server.compute(self._upload.save, comps, prefix, ext, raw)
+        except (UploadError, OSError) as exc:
+            self.message(f"[ERROR] cannot save the image: {exc}")
+            return
+        if gen != self.generation:
+            return
+        fp = self._file_path_vector()
+        fp.text("FILE_PATH").value = path
+        fp.state = OK
+        self.publish(fp)
+        self.message(f"[INFO] Image saved to {path}")
+
+    # ================================================================== requests
+    # ---------------------------------------------------------------- CONNECTION
+    async def _new_connection(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        want = "CONNECT" if values.get("CONNECT") else "DISCONNECT"
+        if want == "CONNECT":
+            if self._connected_defined and self.cam.status().connected:
+                vec.set_one("CONNECT")
+                vec.state = OK
+                self.publish(vec)
+                return
+            vec.state = BUSY
+            self.publish(vec)
+            try:
+                await self.server.call(self.cam.connect)
+                props = await self._build_connected()
+            except Exception as exc:
+                vec.set_one("DISCONNECT")
+                vec.state = ALERT
+                msg = getattr(exc, "message", None) or str(exc)
+                self.publish(vec, f"[ERROR] connection failed: {msg}")
+                if core_error_level(exc) is None:
+                    self.log.exception("INDI %s: connect failed", self.name)
+                return
+            vec.set_one("CONNECT")
+            vec.state = OK
+            info = self._get_base("DRIVER_INFO")
+            info.text("DRIVER_INTERFACE").value = str(self._interface())
+            self.publish(info)
+            self.publish(vec, "[INFO] camera connected")
+            if not self._connected_defined:
+                self._define_connected(props)
+        else:
+            self.generation += 1  # from now on, nothing of the old connection is delivered
+            self.stream.on_disconnected()  # the core's teardown below stops its capture
+            self._forget_exposure()
+            vec.state = BUSY
+            self.publish(vec)
+            self._disconnecting = True
+            try:
+                await self.server.call(self.cam.disconnect_camera)
+            finally:
+                self._disconnecting = False
+                self._on_disconnected(external=False)
+
+    async def _build_connected(self) -> list[Vector]:
+        def read() -> tuple[dict[str, Any], dict[str, int]]:
+            controls = self.cam.controls()
+            values: dict[str, int] = {}
+            for ctl in core_controls.adjustable(controls):
+                try:
+                    values[ctl.name] = int(self.cam.control_value(ctl.name))
+                except Exception:  # noqa: BLE001 - an unreadable control shows its default, as indi_asi
+                    values[ctl.name] = int(ctl.default)
+            return controls, values
+
+        controls, values = await self.server.call(read)
+        return self._connected_properties(controls, values)
+
+    # ---------------------------------------------------------------- exposure
+    async def _new_ccd_exposure(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        duration = float(values["CCD_EXPOSURE_VALUE"])
+        member = self._get("CCD_FRAME_TYPE").on_switch() or "FRAME_LIGHT"
+        frame_type = FRAME_TYPES.get(member, FRAME_TYPES["FRAME_LIGHT"])[1]
+        if self.stream.active:
+            # As indi_asi (its exposure replaces the video worker), the exposure wins; here the
+            # stream is turned off visibly rather than left showing On.
+            await self.stream.stop("[WARNING] video stream stopped: an exposure was requested")
+        if self._exposure is not None:
+            # libindi aborts a running exposure when a new one is requested.
+            await self.server.call(self.cam.abort_exposure)
+        # The core's rules apply (the bias rule too: a bias frame exposes for the camera's minimum
+        # whatever the duration); its ExposureStarted/ExposureEnded events drive CCD_EXPOSURE.
+        await self.server.call(lambda: self.cam.start_exposure(
+            duration, frame_type in ("light", "flat"), frame_type=frame_type, owner=self))
+
+    async def _new_ccd_abort_exposure(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        if not values.get("ABORT", False):
+            vec.state = IDLE
+            self.publish(vec)
+            return
+        await self.server.call(self.cam.abort_exposure)
+        vec.switch("ABORT").on = False
+        vec.state = OK
+        self.publish(vec)
+        if self._exposure is None:  # nothing was running (or its ExposureEnded already said so)
+            self._exposure_idle()
+
+    # ---------------------------------------------------------------- frame, binning, format
+    async def _set_frame(self, x: int, y: int, w: int, h: int, b: int) -> None:
+        """Set CCD_FRAME (unbinned pixels) and binning in the core (binned pixels), which checks them
+        as one subframe against the binned sensor."""
+        if b < 1:  # no binned pixels to convert to; the core refuses it with the valid binnings
+            await self.server.call(lambda: self.cam.configure(bin=b))
+            return
+        fw, fh = self._full()
+        full = x == 0 and y == 0 and w >= (fw // b) * b and h >= (fh // b) * b
+        width, height = (None, None) if full else (w // b, h // b)
+        await self.server.call(lambda: self.cam.set_subframe(x // b, y // b, width, height, bin=b))
+
+    def _publish_frame(self) -> None:
+        frame = self.vector("CCD_FRAME")
+        binning = self.vector("CCD_BINNING")
+        x, y, w, h, b = self.frame_values()
+        if frame is not None:
+            for k, v in (("X", x), ("Y", y), ("WIDTH", w), ("HEIGHT", h)):
+                frame.number(k).value = v
+            frame.state = OK
+            self.publish(frame)
+        if binning is not None:
+            binning.number("HOR_BIN").value = b
+            binning.number("VER_BIN").value = b
+            binning.state = OK
+            self.publish(binning)
+
+    async def _new_ccd_frame(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        x, y, w, h, b = self.frame_values()
+        x = int(values.get("X", x))
+        y = int(values.get("Y", y))
+        w = int(values.get("WIDTH", w))
+        h = int(values.get("HEIGHT", h))
+        await self._set_frame(x, y, w, h, b)
+        self._publish_frame()
+
+    async def _new_ccd_binning(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        b = int(values.get("HOR_BIN", values.get("VER_BIN", 1)))
+        x, y, w, h, _ = self.frame_values()
+        # Keep the frame in unbinned pixels (as indi_asi does); shrink it to whole binned pixels.
+        if b >= 1:
+            x, y, w, h = x - x % b, y - y % b, max(b, w - w % b), max(b, h - h % b)
+        await self._set_frame(x, y, w, h, b)
+        self._publish_frame()
+
+    async def _new_ccd_frame_reset(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        await self.server.call(lambda: self.cam.configure(bin=1, start_x=0, start_y=0, width=None, height=None))
+        vec.switch("RESET").on = False
+        vec.state = OK
+        self.publish(vec)
+        self._publish_frame()
+
+    async def _new_ccd_frame_type(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        chosen = next(k for k, v in values.items() if v)
+        vec.set_one(chosen)
+        vec.state = OK
+        self.publish(vec)
+        info = self.cam.info
+        if chosen in ("FRAME_DARK", "FRAME_BIAS") and info is not None and not info.has_shutter:
+            self.message(f"[WARNING] The CCD does not have a shutter. Cover the camera in order to take a "
+                         f"{FRAME_TYPES[chosen][0].lower()} frame.")
+
+    async def _new_ccd_capture_format(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        chosen = next(k for k, v in values.items() if v)
+        fmt = FORMAT_BY_MEMBER[chosen]
+        await self.server.call(lambda: self.cam.configure(image_type=fmt))
+        vec.set_one(chosen)
+        vec.state = OK
+        self.publish(vec)
+        ccd_info = self.vector("CCD_INFO")
+        if ccd_info is not None:
+            ccd_info.number("CCD_BITSPERPIXEL").value = 16 if fmt == "RAW16" else 8
+            self.publish(ccd_info)
+
+    async def _new_ccd_transfer_format(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        chosen = next(k for k, v in values.items() if v)
+        vec.set_one(chosen)
+        vec.state = OK
+        self.publish(vec)
+
+    # ---------------------------------------------------------------- controls
+    async def _new_ccd_controls(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        changed: dict[str, int] = {}
+        for cname, v in values.items():
+            if abs(v - round(v)) > 1e-9:  # the wire type: SDK controls are whole numbers
+                raise Reject(f"CCD_CONTROLS.{cname} must be a whole number, got {fmt_number(v)}")
+            if abs(v - vec.number(cname).value) < 0.01:
+                continue  # clients send the whole vector; only changed members are applied (as indi_asi)
+            changed[cname] = int(round(v))
+        applied: list[str] = []
+
+        def apply() -> None:
+            for cname, v in changed.items():
+                self.cam.set_control(cname, v)  # the core maps it to its setting and checks the range
+                applied.append(cname)
+
+        try:
+            await self.server.call(apply)
+        finally:
+            for cname in applied:
+                vec.number(cname).value = changed[cname]
+        vec.state = OK
+        self.publish(vec)
+
+    async def _new_flip(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        h = values.get("FLIP_HORIZONTAL", vec.switch("FLIP_HORIZONTAL").on)
+        v = values.get("FLIP_VERTICAL", vec.switch("FLIP_VERTICAL").on)
+        await self.server.call(lambda: self.cam.configure(flip=(1 if h else 0) | (2 if v else 0)))
+        vec.switch("FLIP_HORIZONTAL").on, vec.switch("FLIP_VERTICAL").on = bool(h), bool(v)
+        vec.state = OK
+        self.publish(vec)
+
+    # ---------------------------------------------------------------- cooling
+    async def _new_ccd_temperature(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        target = float(values["CCD_TEMPERATURE_VALUE"])
+        await self.server.call(self.cam.set_cooler, True, target)
+        self._target_temp = target
+        cur = self.cam.status().ccd_temperature
+        vec.state = OK if cur is not None and abs(cur - target) <= TEMP_THRESHOLD else BUSY
+        self.publish(vec, f"[INFO] Setting temperature to {target:.2f} C.")
+        cooler = self.vector("CCD_COOLER")
+        if cooler is not None and cooler.on_switch() != "COOLER_ON":
+            cooler.set_one("COOLER_ON")
+            cooler.state = OK
+            self.publish(cooler)
+
+    async def _new_ccd_cooler(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        on = bool(values.get("COOLER_ON"))
+        await self.server.call(self.cam.set_cooler, on, None)
+        vec.set_one("COOLER_ON" if on else "COOLER_OFF")
+        vec.state = OK if on else IDLE
+        self.publish(vec)
+        if not on:
+            self._target_temp = None
+            temp = self.vector("CCD_TEMPERATURE")
+            if temp is not None and temp.state == BUSY:
+                temp.state = IDLE
+                self.publish(temp)
+
+    # ---------------------------------------------------------------- guiding
+    async def _new_telescope_timed_guide_ns(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        await self._guide(vec, values, ("TIMED_GUIDE_N", "N"), ("TIMED_GUIDE_S", "S"))
+
+    async def _new_telescope_timed_guide_we(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        await self._guide(vec, values, ("TIMED_GUIDE_W", "W"), ("TIMED_GUIDE_E", "E"))
+
+    async def _guide(self, vec: Vector, values: dict[str, Any], a: tuple[str, str], b: tuple[str, str]) -> None:
+        self.require_connected(vec)
+        pulses = [(member, direction, float(values.get(member, 0))) for member, direction in (a, b)]
+        pulses = [p for p in pulses if p[2] != 0]
+        if len(pulses) > 1:  # INDI's own rule: one vector, one axis, one direction at a time
+            raise Reject(f"{vec.name}: guide in one direction at a time ({a[0]} or {b[0]})")
+        old = self._guide_timers.pop(vec.name, None)
+        if old is not None:
+            old.cancel()
+        if not pulses:
+            vec.state = OK
+            for m in _numbers(vec):
+                m.value = 0
+            self.publish(vec)
+            return
+        member, direction, ms = pulses[0]
+        # The core checks the duration (a negative or too long pulse is refused with its range).
+        await self.server.call(self.cam.pulse_guide, direction, int(round(ms)))
+        for m in _numbers(vec):
+            m.value = ms if m.name == member else 0
+        vec.state = BUSY
+        self.publish(vec)
+
+        def done() -> None:
+            self._guide_timers.pop(vec.name, None)
+            if self.vector(vec.name) is vec:
+                for m in _numbers(vec):
+                    m.value = 0
+                vec.state = OK
+                self.publish(vec)
+
+        self._guide_timers[vec.name] = self.loop.call_later(ms / 1000.0, done)
+
+    # ---------------------------------------------------------------- upload, CFA, FITS header
+    async def _new_upload_mode(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        chosen = next(k for k, v in values.items() if v)
+        if chosen != "UPLOAD_CLIENT" and self._upload is None:
+            raise Reject("local upload is not enabled on this server: start it with an upload directory "
+                         "(ZWO_ALPACA_UPLOAD_DIR or the server's upload_dir option); only UPLOAD_CLIENT is available")
+        vec.set_one(chosen)
+        vec.state = OK
+        self.publish(vec)
+        if chosen == "UPLOAD_CLIENT":
+            self.delete("CCD_FILE_PATH")
+        else:
+            self._file_path_vector()
+
+    async def _new_upload_settings(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        d = str(values.get("UPLOAD_DIR", vec.text("UPLOAD_DIR").value))
+        prefix = str(values.get("UPLOAD_PREFIX", vec.text("UPLOAD_PREFIX").value))
+        try:
+            if self._upload is not None:
+                d = self._upload.display(self._upload.components(d))
+            UploadTarget.check_prefix(prefix)
+        except UploadError as exc:
+            raise Reject(str(exc)) from None
+        vec.text("UPLOAD_DIR").value = d
+        vec.text("UPLOAD_PREFIX").value = prefix
+        vec.state = OK
+        self.publish(vec)
+
+    async def _new_ccd_cfa(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        for k in ("CFA_OFFSET_X", "CFA_OFFSET_Y"):
+            if k in values and values[k].strip() not in ("0", "1"):
+                raise Reject(f"CCD_CFA.{k} must be 0 or 1, got {values[k][:20]!r}")
+        if "CFA_TYPE" in values and values["CFA_TYPE"].strip().upper() not in ("RGGB", "BGGR", "GRBG", "GBRG"):
+            raise Reject(f"CCD_CFA.CFA_TYPE must be RGGB, BGGR, GRBG or GBRG, got {values['CFA_TYPE'][:20]!r}")
+        for k, v in values.items():
+            vec.text(k).value = v.strip().upper() if k == "CFA_TYPE" else v.strip()
+        self._cfa_override = True
+        vec.state = OK
+        self.publish(vec)
+
+    async def _new_fits_header(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        key = str(values.get("KEYWORD_NAME", "")).strip().upper()
+        value = str(values.get("KEYWORD_VALUE", "")).strip()
+        comment = str(values.get("KEYWORD_COMMENT", "")).strip()
+        if key == "INDI_CLEAR":
+            self._custom_fits.clear()
+            vec.state = OK
+            self.publish(vec, "[INFO] Custom FITS headers cleared.")
+            return
+        if not key:
+            raise Reject("FITS_HEADER: KEYWORD_NAME is empty")
+        if not valid_keyword(key) or key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
+                                              "BZERO", "BSCALE", "END"):
+            raise Reject(f"FITS_HEADER: {key[:20]!r} is not a keyword clients may set (1-8 of A-Z 0-9 - _)")
+        parsed: object = value
+        try:
+            parsed = int(value)
+        except ValueError:
+            try:
+                f = float(value)
+                parsed = f if math.isfinite(f) else value
+            except ValueError:
+                parsed = value[:68]
+        if len(self._custom_fits) >= 64 and key not in self._custom_fits:
+            raise Reject("FITS_HEADER: at most 64 custom keywords (send INDI_CLEAR to reset)")
+        self._custom_fits[key] = (key, parsed, comment[:40])
+        vec.state = OK
+        self.publish(vec)
+
+    # ================================================================== periodic state
+    async def _poll(self) -> None:
+        """Temperature, cooler and guide state, about once a second, pushed only when changed."""
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                if not self._connected_defined:
+                    return
+                st = self.cam.status()
+                temp = self.vector("CCD_TEMPERATURE")
+                if temp is not None and st.ccd_temperature is not None:
+                    m = temp.number("CCD_TEMPERATURE_VALUE")
+                    new_state = temp.state
+                    if self._target_temp is not None and temp.state == BUSY and \
+                            abs(st.ccd_temperature - self._target_temp) <= TEMP_THRESHOLD:
+                        new_state = OK
+                    if abs(st.ccd_temperature - m.value) > 0.05 or new_state != temp.state:
+                        m.value = round(st.ccd_temperature, 2)
+                        temp.state = new_state
+                        self.publish(temp)
+                power = self.vector("CCD_COOLER_POWER")
+                if power is not None and st.cooler_power is not None:
+                    m = power.number("CCD_COOLER_VALUE")
+                    if abs(st.cooler_power - m.value) > 0.1:
+                        m.value = float(st.cooler_power)
+                        power.state = BUSY if st.cooler_power > 0 else IDLE
+                        self.publish(power)
+                cooler = self.vector("CCD_COOLER")
+                if cooler is not None and st.cooler_on is not None and \
+                        (cooler.on_switch() == "COOLER_ON") != bool(st.cooler_on):
+                    cooler.set_one("COOLER_ON" if st.cooler_on else "COOLER_OFF")
+                    cooler.state = OK if st.cooler_on else IDLE
+                    self.publish(cooler)
+        except asyncio.CancelledError:
+            pass
+
+    def _sync_settings(self) -> None:
+        """Settings changed (possibly over Alpaca): publish the properties whose values differ.
+
+        Skipped while one of our own requests runs: its handler publishes the result itself (from
+        the core's current settings, so a concurrent Alpaca change is included), and publishing
+        twice makes clients see values flip back and forth.
+        """
+        if not self._connected_defined or self.request_lock.locked():
+            return
+        st = self.cam.settings
+        x, y, w, h, b = self.frame_values()
+        frame = self.vector("CCD_FRAME")
+        binning = self.vector("CCD_BINNING")
+        if frame is not None and binning is not None and (
+                tuple(frame.number(k).value for k in ("X", "Y", "WIDTH", "HEIGHT")) + (binning.number("HOR_BIN").value,)
+                != (x, y, w, h, b)):
+            self._publish_frame()
+        fmt = self.vector("CCD_CAPTURE_FORMAT")
+        want = FORMATS.get(st.image_type, (None,))[0]
+        if fmt is not None and want and fmt.on_switch() != want and fmt.member(want) is not None:
+            fmt.set_one(want)
+            self.publish(fmt)
+            ccd_info = self.vector("CCD_INFO")
+            if ccd_info is not None:
+                ccd_info.number("CCD_BITSPERPIXEL").value = 16 if st.image_type == "RAW16" else 8
+                self.publish(ccd_info)
+        ctl = self.vector("CCD_CONTROLS")
+        if ctl is not None:
+            changed = False
+            for m in _numbers(ctl):
+                key = core_controls.setting_for(m.name)
+                val = getattr(st, key) if key is not None else st.extra_controls.get(m.name)
+                if val is not None and m.value != int(val):
+                    m.value = int(val)
+                    changed = True
+            if changed:
+                self.publish(ctl)
+        flip = self.vector("FLIP")
+        if flip is not None:
+            h_on, v_on = bool(st.flip & 1), bool(st.flip & 2)
+            if (flip.switch("FLIP_HORIZONTAL").on, flip.switch("FLIP_VERTICAL").on) != (h_on, v_on):
+                flip.switch("FLIP_HORIZONTAL").on, flip.switch("FLIP_VERTICAL").on = h_on, v_on
+                self.publish(flip)
+
+
+def _numbers(vec: Vector) -> list[Number]:
+    """The Number members of a vector."""
+    return [m for m in vec.members if isinstance(m, Number)]
+
+
+def _frame_label(frame_type: str) -> str:
+    """The core's frame type ("bias") as INDI's CCD_FRAME_TYPE label and FITS FRAME value ("Bias")."""
+    return frame_type.capitalize()
+
+
+def _int_or(text: object, default: int) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        return default
