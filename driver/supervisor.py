@@ -63,33 +63,39 @@ class Supervisor:
 
     def __init__(self, cam: Supervised) -> None:
         self._ref = weakref.ref(cam)
-        self._name = cam.name
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._guard = threading.Lock()
         self.wake = threading.Event()
 
     def start(self) -> None:
         """Start the thread unless it runs already."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop = threading.Event()
-        thread = threading.Thread(target=self._run, args=(self._ref, self._stop, self.wake),
-                                  name=f"{self._name}-supervisor", daemon=True)
-        self._thread = thread
-        thread.start()
+        # Created and started under one lock, so a concurrent stop() never sees an unstarted thread.
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = threading.Event()
+            cam = self._ref()
+            name = cam.name if cam is not None else "camera"  # the model name, once connected
+            thread = threading.Thread(target=self._run, args=(self._ref, self._stop, self.wake),
+                                      name=f"{name}-supervisor", daemon=True)
+            thread.start()
+            self._thread = thread
 
     def stop(self) -> None:
         """Stop the thread and join it (bounded); harmless when it is not running or from itself."""
-        thread, self._thread = self._thread, None
-        self._stop.set()
-        self.wake.set()
+        with self._guard:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+            self.wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=JOIN_S)
 
     def forget(self) -> None:
         """Called from the thread itself when it ends on its own (the SDK was unloaded)."""
-        self._stop.set()
-        self._thread = None
+        with self._guard:
+            self._stop.set()
+            self._thread = None
 
     @staticmethod
     def _run(ref: weakref.ref[Supervised], stop: threading.Event, wake: threading.Event) -> None:
