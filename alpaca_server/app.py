@@ -25,6 +25,7 @@ from aiohttp import web
 from . import imagecodec, limits, security
 from .camera_api import NO_VALUE, Blocking, CameraDevice, run_blocking
 from .context import CTX_KEY, ServerContext
+from .history_page import add_history_routes
 from .protocol import (
     INTERNAL_ERROR,
     UINT32_MAX,
@@ -379,4 +380,5 @@ def build_app(ctx: ServerContext) -> web.Application:
     app.router.add_get("/management/v1/description", management_description, allow_head=False)
     app.router.add_get("/management/v1/configureddevices", management_configureddevices, allow_head=False)
     add_setup_routes(app)
+    add_history_routes(app)
     return app

@@ -25,6 +25,7 @@ import orjson
 
 from driver.events import ExposureEnded
 from driver.model_facts import facts as model_facts
+from zwo_common import history
 
 from . import imagecodec
 from .protocol import (
@@ -112,11 +113,17 @@ def method(fn: Callable[[], Any], member: str | None = None) -> Blocking:
     return Blocking(run, member)
 
 # State name (CameraState enum value) -> ASCOM CameraState.
+# ASCOM has no off-peak state. While the capture schedule has released the camera (another program
+# may be using it) no exposure can start, which is what cameraError means ("an error condition
+# serious enough to prevent further operations"); cameraIdle would promise "available to start an
+# exposure". So OFF_PEAK reads cameraError, Connected stays true (the intent is kept), and a
+# StartExposure is refused with InvalidOperation (0x40B) carrying the core's message, which says
+# until when (docs/alpaca.md, "Off-peak"). The camera is not gone: no 0x501 here (camera_gone).
 _ASCOM_STATE = {
     "idle": CAMERA_IDLE,
     "image_ready": CAMERA_IDLE,
     "capturing": CAMERA_IDLE,
-    "off_peak": CAMERA_IDLE,
+    "off_peak": CAMERA_ERROR,
     "connecting": CAMERA_IDLE,
     "disconnected": CAMERA_IDLE,
     "disconnecting": CAMERA_IDLE,
@@ -137,6 +144,12 @@ def ascom_camera_state(status: CameraStatus) -> int:
     if name == "connecting" and status.connected and status.error:
         return CAMERA_ERROR  # an automatic reconnect attempt after an unplug, not a client's Connect
     return _ASCOM_STATE.get(name, CAMERA_IDLE)
+
+
+def camera_gone(status: CameraStatus) -> bool:
+    """Whether cameraError means the camera was removed or failed and the core is reconnecting
+    (not the off-peak release, which also reads cameraError but is planned and has an end)."""
+    return ascom_camera_state(status) == CAMERA_ERROR and _state_name(status) != "off_peak"
 
 
 def format_fits_time(when: _dt.datetime) -> str:
@@ -230,18 +243,22 @@ class CameraDevice:
             raise AlpacaError(DRIVER_ERROR, "camera properties are not known yet (the SDK has not described it)")
         return info
 
+    def _absent_name(self) -> str:
+        """The model name the config knows, for a camera not plugged in (no SDK facts yet)."""
+        return str(getattr(self.cam, "model_name", None) or "ZWO camera")
+
     @property
     def name(self) -> str:
         """The device name clients show, e.g. ``ZWO ASI294MC Pro`` (``(simulated)`` for the simulator)."""
         info = self.cam.info
-        base = info.name if info is not None else "ZWO camera"
+        base = info.name if info is not None else self._absent_name()
         return f"{base} (simulated)" if self.simulated else base
 
     @property
     def description(self) -> str:
         """A one-line description, at most 68 characters (ConformU: FITS header compatibility)."""
         info = self.cam.info
-        base = info.name if info is not None else "ZWO camera"
+        base = info.name if info is not None else self._absent_name()
         if self.simulated:
             text = f"{base} (simulated{': ' + self._sim_note if self._sim_note else ''})"
         elif info is not None:
@@ -302,19 +319,22 @@ class CameraDevice:
         return modes[index]
 
     def _gone_or(self, status: CameraStatus, fallback: AlpacaError) -> AlpacaError:
-        if ascom_camera_state(status) == CAMERA_ERROR:
+        if camera_gone(status):
             return AlpacaError(CAMERA_GONE, status.error or "camera error; the server is reconnecting")
         return fallback
 
     # ------------------------------------------------------------------ common members
 
     def put_action(self, req: AlpacaRequest) -> Any:
-        """Action: the ``sim.*`` fault-injection actions on simulated cameras (names any case)."""
+        """Action: ``telemetry`` (the camera's history, JSON) and the ``sim.*`` fault-injection actions on
+        simulated cameras (names any case)."""
         action = req.get_str("Action")
         params = req.get_str("Parameters", "")
         name = action.strip().lower()
         if self.simulated and name in SIM_ACTIONS:
             return Blocking(lambda: self._sim_action(name, params))
+        if name == "telemetry":  # the camera's recorded history: zwo_common/history.py (JSON; {"hours": n})
+            return Blocking(lambda: history.telemetry_json(self.cam, params))
         supported = ", ".join(self.supported_actions()) or "none"
         raise AlpacaError(ACTION_NOT_IMPLEMENTED, f"action {action!r} is not supported (supported: {supported})")
 
@@ -383,7 +403,7 @@ class CameraDevice:
 
     def supported_actions(self) -> list[str]:
         """What :meth:`put_action` accepts."""
-        return list(SIM_ACTIONS) if self.simulated else []
+        return ["telemetry", *SIM_ACTIONS] if self.simulated else ["telemetry"]
 
     def _command(self, req: AlpacaRequest) -> Any:
         req.get_str("Command")
@@ -700,7 +720,7 @@ class CameraDevice:
     def get_gain(self, req: AlpacaRequest) -> Any:
         """Gain (value mode: the SDK's Gain control value)."""
         ctl = self._gain_control()
-        return Blocking(lambda: _or_default(self._settings().gain, ctl.default))
+        return Blocking(lambda: _or_default(self.cam.reported("gain"), ctl.default))
 
     def put_gain(self, req: AlpacaRequest) -> Any:
         """Gain: GainMin..GainMax (checked by the core)."""
@@ -723,7 +743,7 @@ class CameraDevice:
     def get_offset(self, req: AlpacaRequest) -> Any:
         """Offset (value mode: the SDK's Offset control value)."""
         ctl = self._offset_control()
-        return Blocking(lambda: _or_default(self._settings().offset, ctl.default))
+        return Blocking(lambda: _or_default(self.cam.reported("offset"), ctl.default))
 
     def put_offset(self, req: AlpacaRequest) -> Any:
         """Offset: OffsetMin..OffsetMax (checked by the core)."""
@@ -807,7 +827,8 @@ class CameraDevice:
     # ------------------------------------------------------------------ state polling
 
     def get_camerastate(self, req: AlpacaRequest) -> Any:
-        """CameraState: 0 idle, 2 exposing, 3 reading, 5 error (camera removed / failed)."""
+        """CameraState: 0 idle, 2 exposing, 3 reading, 5 error (camera removed / failed, or released
+        off-peak by the capture schedule: then StartExposure's InvalidOperation says until when)."""
         return ascom_camera_state(self.cam.status())
 
     def get_imageready(self, req: AlpacaRequest) -> Any:
@@ -940,7 +961,7 @@ class CameraDevice:
         frame = self.cam.last_frame()
         if frame is None:
             raise AlpacaError(INVALID_OPERATION, "no image is available: take an exposure first")
-        if not status.image_ready and ascom_camera_state(status) != CAMERA_ERROR:
+        if not status.image_ready and not camera_gone(status):
             state = ascom_camera_state(status)
             if state in (CAMERA_EXPOSING, CAMERA_READING):
                 raise AlpacaError(INVALID_OPERATION, "no image is ready: an exposure is in progress")

@@ -40,6 +40,8 @@ class ServerContext:
     # (~15 min on Linux) and keeps the connection slot.
     send_timeout: float = 60.0
     http_port: int = 0
+    # The web page's saving loops (zwo_common.capture_files.CaptureLoops; setup_pages.attach_capture).
+    capture: object = None
     counter: TransactionCounter = field(default_factory=TransactionCounter)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("zwo_alpaca.http"))
 

@@ -42,7 +42,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 __all__ = [
     "DISCOVERY_MESSAGE",
@@ -310,12 +310,14 @@ class DiscoveryResponder:
             (after resolving port 0).
         port: UDP port to listen on; 0 picks an ephemeral port (tests), see
             :attr:`port`.
-        bind_address: the address the HTTP server listens on (``--bind``), or
-            None when it listens on all addresses of both families.  With a
-            specific address only queries arriving on the interface holding it
-            (or sent to it) are answered, and replies come from that address.
-            ``0.0.0.0`` means all IPv4 interfaces and no IPv6; ``::`` all IPv6
-            interfaces and no IPv4 (asyncio binds ``::`` IPv6-only).
+        bind_address: the address the HTTP server listens on (``--bind``), a
+            list of them (``--bind`` given more than once), or None when it
+            listens on all addresses of both families.  With a specific address
+            only queries arriving on the interface holding it (or sent to it)
+            are answered, and replies come from that address.  ``0.0.0.0``
+            means all IPv4 interfaces and no IPv6; ``::`` all IPv6 interfaces
+            and no IPv4 (asyncio binds ``::`` IPv6-only); both (the server's
+            default) all interfaces of both families.
         ipv6: also answer IPv6 (multicast ``ff12::a1:9aca`` and unicast).
         logger: where to log; defaults to ``alpaca_server.discovery``.
         rescan_interval: seconds between periodic interface re-scans (joins
@@ -334,7 +336,7 @@ class DiscoveryResponder:
         http_port: int,
         *,
         port: int = DISCOVERY_PORT,
-        bind_address: str | None = None,
+        bind_address: str | Sequence[str] | None = None,
         ipv6: bool = True,
         logger: logging.Logger | None = None,
         rescan_interval: float = 30.0,
@@ -346,7 +348,13 @@ class DiscoveryResponder:
         if rescan_interval <= 0:
             raise ValueError("rescan_interval must be positive")
         self.http_port = int(http_port)
-        self.bind_address = bind_address or None
+        if bind_address is None or isinstance(bind_address, str):
+            addresses = [bind_address] if bind_address else []
+        else:
+            addresses = [a for a in bind_address if a]
+        self.bind_addresses: list[str] = addresses
+        """Every address the HTTP server listens on (empty: all of both families)."""
+        self.bind_address = ", ".join(addresses) or None
         self.ipv6 = ipv6
         self.rescan_interval = float(rescan_interval)
         self.logger = logger or log
@@ -362,8 +370,8 @@ class DiscoveryResponder:
         self._want_v6 = ipv6
         self._bind_v4: list[ipaddress.IPv4Address] | None = None
         self._bind_v6: list[tuple[ipaddress.IPv6Address, int]] | None = None
-        if self.bind_address is not None:
-            parsed = _parse_bind(self.bind_address)
+        if addresses:
+            parsed = [entry for address in addresses for entry in _parse_bind(address)]
             v4 = [a for a, _ in parsed if isinstance(a, ipaddress.IPv4Address)]
             v6 = [(a, s) for a, s in parsed if isinstance(a, ipaddress.IPv6Address)]
             self._want_v4 = bool(v4)
@@ -461,7 +469,7 @@ class DiscoveryResponder:
                 " and ".join(self.families),
                 f"; IPv6 group {IPV6_GROUP} joined on {where}" if self._sock6 is not None else "",
                 self.http_port,
-                f"; only for {self.bind_address}" if self.bind_address else "",
+                f"; only for {self.bind_address}" if self._bind_v4 is not None or self._bind_v6 is not None else "",
             )
 
     def stop(self) -> None:
@@ -825,7 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m alpaca_server.discovery", description=__doc__.split("\n\n")[0])
     p.add_argument("--http-port", type=int, required=True, help="HTTP port to advertise")
     p.add_argument("--port", type=int, default=DISCOVERY_PORT, help="UDP port (default %(default)s; 0 = ephemeral)")
-    p.add_argument("--bind", default=None, metavar="ADDR", help="only answer for the interface holding ADDR")
+    p.add_argument("--bind", action="append", default=None, metavar="ADDR",
+                   help="only answer for the interface holding ADDR (may be given more than once)")
     p.add_argument("--no-ipv6", action="store_true", help="IPv4 only")
     p.add_argument("--strict", action="store_true", help="exit with an error if any family cannot bind")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

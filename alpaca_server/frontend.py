@@ -2,9 +2,10 @@
 
 :class:`AlpacaFrontEnd` is what the runtime (``zwo_runtime``) composes: it turns each camera it
 is given into a :class:`~alpaca_server.camera_api.CameraDevice` (applying the setup page's stored
-defaults), serves them with :func:`~alpaca_server.app.build_app` on one listening socket, and
-answers Alpaca discovery for that port. It implements the runtime's front-end interface (start,
-stop, add a camera, remove a camera) without importing the runtime.
+defaults), serves them with :func:`~alpaca_server.app.build_app` on one port of every address it
+is given (``0.0.0.0`` and ``::`` by default: every IPv4 and IPv6 address), and answers Alpaca
+discovery for that port, on the same address families. It implements the runtime's front-end
+interface (start, stop, add a camera, remove a camera) without importing the runtime.
 
 Listening sockets use SO_REUSEADDR (aiohttp's default), so a new server can bind the port at once.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -24,7 +26,7 @@ from . import limits
 from .app import build_app
 from .camera_api import CameraDevice
 from .context import ServerContext
-from .setup_pages import apply_defaults
+from .setup_pages import apply_defaults, attach_capture, close_capture, resume_capture
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from driver import ZWOCamera
@@ -45,7 +47,10 @@ def driver_version(version: str) -> str:
 class AlpacaFrontEnd:
     """ASCOM Alpaca over HTTP (plus discovery) for the runtime's cameras.
 
-    ``sdk_description`` is the SDK's one-line description (it ends up in DriverInfo);
+    ``bind`` is the address to listen on, or several (one port on each; ``""`` or ``0.0.0.0`` plus
+    ``::``: every address; the runtime chooses the default and, for port 0 with several addresses,
+    a port free on all of them). ``sdk_description`` is the SDK's one-line description (it ends
+    up in DriverInfo);
     ``simulated``/``fallback`` say whether the cameras are simulated and whether the simulator
     stands in for a missing camera (the devices then say so). ``discovery_port`` None: no
     discovery responder. The pools are the runtime's: ``sdk_pool`` runs blocking core calls,
@@ -54,11 +59,12 @@ class AlpacaFrontEnd:
 
     title = "Alpaca server"
 
-    def __init__(self, *, bind: str, port: int, config: Config | None,
+    def __init__(self, *, bind: str | Sequence[str], port: int, config: Config | None,
                  sdk_pool: concurrent.futures.ThreadPoolExecutor, codec_pool: concurrent.futures.ThreadPoolExecutor,
                  version: str, sdk_description: str, simulated: bool, fallback: bool = False,
-                 send_timeout: float = 60.0, discovery_port: int | None) -> None:
-        self.bind = bind
+                 send_timeout: float = 60.0, discovery_port: int | None, capture_root: str | None = None) -> None:
+        self.hosts: list[str] = [bind] if isinstance(bind, str) else list(bind) or [""]
+        self.bind = ", ".join(self.hosts)
         self.requested_port = port
         self.simulated = simulated
         self.fallback = fallback
@@ -70,6 +76,7 @@ class AlpacaFrontEnd:
         self.ctx = ServerContext(devices={}, sdk_pool=sdk_pool, codec_pool=codec_pool, config=config,
                                  server_name="zwo-alpaca", manufacturer="zwo-alpaca project", version=version,
                                  send_timeout=send_timeout)
+        attach_capture(self.ctx, capture_root)  # the web page's saving loops: files only under this root
         self.port: int | None = None  # the bound port, once started
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -86,7 +93,7 @@ class AlpacaFrontEnd:
             driver_info=self.driver_info,
             driver_version=driver_version(self.version),
             simulated=self.simulated,
-            sim_note="no ZWO camera found" if self.fallback else None,
+            sim_note="no ZWO SDK installed" if self.fallback else None,
             codec_pool=self.ctx.codec_pool,
             logger=logging.getLogger(f"zwo_alpaca.camera{number}"),
         )
@@ -95,6 +102,7 @@ class AlpacaFrontEnd:
         if defaults:
             apply_defaults(dev, defaults, log)
         self._on_loop(lambda: self.ctx.devices.__setitem__(number, dev))
+        resume_capture(self.ctx, dev)  # a loop running when the server stopped: resumes (in a thread)
         return f"Alpaca camera {number}"
 
     def remove_camera(self, number: int) -> None:
@@ -121,7 +129,9 @@ class AlpacaFrontEnd:
         runner = web.AppRunner(build_app(self.ctx), access_log=None, shutdown_timeout=0.5, handle_signals=False,
                                max_line_size=limits.MAX_LINE_BYTES, max_field_size=limits.MAX_FIELD_BYTES)
         await runner.setup()
-        site = limits.CappedTCPSite(runner, self.bind, self.requested_port, max_connections=limits.MAX_CONNECTIONS)
+        # One site for every address, so the connection cap counts every connection once.
+        hosts = self.hosts[0] if len(self.hosts) == 1 else list(self.hosts)
+        site = limits.CappedTCPSite(runner, hosts, self.requested_port, max_connections=limits.MAX_CONNECTIONS)
         try:
             await site.start()
         except BaseException:
@@ -134,8 +144,8 @@ class AlpacaFrontEnd:
             port = server.sockets[0].getsockname()[1]
         self.port = port
         self.ctx.http_port = port
-        log.info("Alpaca API on http://%s:%d/api/v1/camera/N/... (setup page http://%s:%d/setup)",
-                 self.bind, port, self.bind, port)
+        where = " and ".join(f"http://{_url_host(h)}:{port}" for h in self.hosts)
+        log.info("Alpaca API on %s/api/v1/camera/N/... (setup page %s/setup)", where, where.split(" and ")[0])
         self._discovery = self._start_discovery(port)
 
     def _start_discovery(self, http_port: int) -> Any:
@@ -146,10 +156,12 @@ class AlpacaFrontEnd:
         except ImportError:
             log.info("Alpaca discovery is not available in this build")
             return None
-        bind = None if self.bind in ("", "0.0.0.0", "::") else self.bind
-        # Answer IPv6 queries only when the HTTP server is reachable over IPv6: advertising a port that
-        # only listens on IPv4 would send IPv6 clients to a dead address.
-        ipv6 = self.bind in ("", "::") or ":" in self.bind
+        # The responder answers a family only where the HTTP server listens on it: "0.0.0.0" alone
+        # is no IPv6 (advertising a port that only listens on IPv4 would send IPv6 clients to a dead
+        # address), "::" alone no IPv4 (asyncio binds "::" IPv6-only), a specific address only on
+        # its interface. "" (asyncio: every address of both families) is both, anywhere.
+        bind = None if "" in self.hosts else list(self.hosts)
+        ipv6 = True
         try:
             responder = DiscoveryResponder(http_port, port=self.discovery_port, bind_address=bind, ipv6=ipv6,
                                            logger=logging.getLogger("zwo_alpaca.discovery"))
@@ -164,7 +176,7 @@ class AlpacaFrontEnd:
         """Close the HTTP listener and connections and the discovery responder within ``timeout`` s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        jobs = []
+        jobs = [in_daemon_thread(loop, close_capture, self.ctx, max(0.05, timeout * 0.8))]  # loops kept
         if self._discovery is not None:
             jobs.append(in_daemon_thread(loop, _quiet_stop, self._discovery))
             self._discovery = None
@@ -176,6 +188,13 @@ class AlpacaFrontEnd:
             self._runner = None
         if jobs:
             await asyncio.wait(jobs, timeout=max(0.0, deadline - loop.time()))
+
+
+def _url_host(host: str) -> str:
+    """An address as written in a URL: ``[::]`` for IPv6, ``0.0.0.0`` for "every address"."""
+    if not host:
+        return "0.0.0.0"
+    return f"[{host}]" if ":" in host else host
 
 
 def _quiet_stop(responder: Any) -> None:

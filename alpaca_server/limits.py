@@ -78,7 +78,7 @@ class _Refuse(asyncio.Protocol):
 class CappedTCPSite(web.BaseSite):
     """Like ``web.TCPSite`` (SO_REUSEADDR listener), but with at most ``max_connections`` open."""
 
-    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
+    def __init__(self, runner: web.BaseRunner, host: str | list[str] | None, port: int, *,
                  max_connections: int = MAX_CONNECTIONS, backlog: int = 128) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host

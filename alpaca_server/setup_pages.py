@@ -10,8 +10,10 @@ through small JSON endpoints (all under ``/setup/v1/camera/{n}/``):
 ``GET preview.png``        the last frame, stretched, debayered, ~800 px wide (``preview.py``)
 ``POST action/connect``    ``begin_connect()``;  ``action/disconnect``: ``begin_disconnect()``
 ``POST action/expose``     ``{"duration": s}``: ``start_exposure()``; ``action/abort``
-``POST action/capture``    ``{"exposure": s, "mode": "exposure"|"video"}``: ``start_capture()``
-``POST action/stop``       ``stop_capture()``
+``POST action/capture``    ``{"exposure": s, "mode": "exposure"|"video", "save": bool, "directory": "...",
+                           "pattern": "...", "count": N|null}``: the loop (``zwo_common.capture_files
+                           .CaptureLoops``: the core's ``start_capture()``, FITS files when saving)
+``POST action/stop``       stop the loop (``stop_capture()``), forgotten: it does not resume
 ``POST action/settings``   gain, offset, binning, ROI, readout mode, USB, cooler: ``configure()``,
                            then saved to the config file as the camera's defaults
 ``POST action/schedule``   ``{"window": "HH:MM-HH:MM" | ""}``: ``set_schedule()``, saved too
@@ -28,7 +30,7 @@ import asyncio
 import html
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from aiohttp import web
 
 from driver import controls
 from driver.errors import CameraError, InvalidValueError, NotSupportedError
+from zwo_common import capture_files
 from zwo_common.config import DEFAULT_FIELDS
 
 from . import preview, security
@@ -53,10 +56,9 @@ LOCATION_MAX = 100
 
 @dataclass
 class PageState:
-    """What the page keeps per camera: its preview cache and the last continuous-capture request."""
+    """What the page keeps per camera: its preview cache (its loop is in ``ctx.capture``)."""
 
     preview: preview.PreviewCache
-    capture: dict[str, Any] = field(default_factory=dict)
 
 
 PAGES_KEY: web.AppKey[dict] = web.AppKey("zwo_alpaca_pages", dict)
@@ -155,7 +157,9 @@ def _camera_card(dev: CameraDevice) -> str:
 async def setup_index(request: web.Request) -> web.Response:
     """``GET /setup``: the cameras with their connection state, and the server-wide settings."""
     ctx = request.app[CTX_KEY]
-    cards = "".join(_camera_card(dev) for _, dev in sorted(ctx.devices.items())) or "<li>No camera found.</li>"
+    cards = "".join(_camera_card(dev) for _, dev in sorted(ctx.devices.items())) or (
+        "<li class='empty' id='no-device'>No camera attached and none known from the config: serving no device. "
+        "Plug a camera in: it is served as soon as it is seen (reload this page).</li>")
     note = "<p class='ok'>Saved.</p>" if request.query.get("saved") else ""
     body = (
         f"<header><h1>{_e(ctx.server_name)}</h1></header><main class='narrow'>"
@@ -230,6 +234,10 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
     info = dev.cam.info
     cooler = bool(info is not None and info.has_cooler)
     facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _facts(dev))
+    loops = _loops(ctx)
+    root = str(loops.root) if loops is not None else "(saving is off: no capture root)"
+    fields_text = " ".join("{" + name + "}" for name in capture_files.PATTERN_FIELDS)
+    default_pattern = capture_files.DEFAULT_PATTERN
     notes = (f"<div class='msg ok' role='status'>{_e(message)}</div>" if message else "") + (
         f"<div class='msg err' role='alert'>{_e(error)}</div>" if error else "")
     bins = info.supported_bins if info is not None else (1,)
@@ -272,6 +280,22 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
   <div class='buttons'><button type='button' id='start'>Start loop</button>
   <button type='button' id='stop'>Stop loop</button></div>
   <div class='progress' aria-hidden='true'><div id='bar'></div></div>
+  <div class='field check'><label><input type='checkbox' id='save'> Save every frame of the loop (FITS)</label></div>
+  <div id='save-fields'>
+    <div class='field'><label for='folder'>Folder
+    <span class='muted small'>under <code id='capture-root'>{_e(root)}</code></span></label>
+    <input id='folder' autocomplete='off' spellcheck='false' placeholder='e.g. allsky (blank: the root itself)'></div>
+    <div class='row2'>
+      <div class='field'><label for='pattern'>File names</label>
+      <input id='pattern' autocomplete='off' spellcheck='false' placeholder='{_e(default_pattern)}'></div>
+      <div class='field'><label for='count'>Frames</label>
+      <input id='count' type='number' min='1' step='1' inputmode='numeric' placeholder='until stopped'></div>
+    </div>
+    <p class='muted small'>Fields: {_e(fields_text)};
+    e.g. <code>{{night}}/{{camera}}_{{time}}_{{seq:04d}}.fits</code>. A loop that is running when the server stops
+    resumes, in its window, when it starts again.</p>
+  </div>
+  <p class='small' id='loop-status' role='status'></p>
 </section>
 <section class='card' id='settings'>
   <h2>Settings</h2>
@@ -344,6 +368,8 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
 <section class='card' id='counters'>
   <h2>Counters</h2>
   <table class='counters'><tbody id='counters-body'><tr><td class='muted'>-</td></tr></tbody></table>
+  <p class='small'><a id='history-link' href='/setup/v1/camera/{dev.number}/history'>History: the timeline, temperature
+  and cooler plots and exposures of the last hours &rarr;</a></p>
 </section>
 <section class='card' id='about'>
   <h2>Camera</h2><table class='facts-table'>{facts}</table>
@@ -591,9 +617,12 @@ async def status_json(request: web.Request) -> web.Response:
         slow = await run_blocking(ctx.sdk_pool, lambda: _slow_status(dev), min(ctx.call_timeout, 10.0))
     except AlpacaError as exc:
         slow = {"settings": None, "counters": None, "schedule": None, "info": None, "slow_error": exc.message}
-    page = _page_state(request, dev)
+    loops = _loops(ctx)
+    loop = loops.get(dev.key) if loops is not None else None
     return _json({"number": dev.number, "name": dev.name, "status": _status_json(dev, st),
-                  "capture": page.capture or None, "csrf": _csrf(request), **slow})
+                  "capture": loop.status() if loop is not None else None,
+                  "capture_root": str(loops.root) if loops is not None else None,
+                  "csrf": _csrf(request), **slow})
 
 
 async def preview_png(request: web.Request) -> web.StreamResponse:
@@ -695,8 +724,86 @@ def _apply_settings(dev: CameraDevice, values: dict[str, Any]) -> None:
         raise
 
 
-def _on_frame(frame: Any) -> None:
-    """Continuous capture started from the page: frames only feed the preview (``last_frame()``)."""
+# ------------------------------------------------------------------------------------ the loop
+
+# How long stopping a loop may take: the core's bounded stop plus writing the frames already queued.
+_LOOP_STOP_S = 8.0
+
+
+def _loops(ctx: ServerContext) -> capture_files.CaptureLoops | None:
+    loops = getattr(ctx, "capture", None)
+    return loops if isinstance(loops, capture_files.CaptureLoops) else None
+
+
+def attach_capture(ctx: ServerContext, capture_root: str | None) -> capture_files.CaptureLoops:
+    """Give the server its loops: files only under ``capture_root`` (the ``serve --capture-root``
+    option; else the config key ``server.capture_root``; else ``~/zwo-alpaca-captures``), their
+    intent kept in ``capture-loops.json`` next to the config file (no file without a config)."""
+    configured = capture_root or (ctx.config.server_value("capture_root") if ctx.config is not None else None)
+    root = capture_files.capture_root(configured if isinstance(configured, str) and configured.strip() else None)
+    state = ctx.config.path.parent / capture_files.STATE_FILE if ctx.config is not None else None
+    loops = capture_files.CaptureLoops(root, state, logging.getLogger("zwo_alpaca.capture"))
+    ctx.capture = loops
+    return loops
+
+
+def resume_capture(ctx: ServerContext, dev: CameraDevice) -> None:
+    """Bring back the loop that was running on this camera when the server stopped (returns at once:
+    a thread waits for the capture window, connects the camera and starts capturing)."""
+    loops = _loops(ctx)
+    if loops is not None:
+        loops.resume(dev.key, dev.cam, number=dev.number, logger=dev.log)
+
+
+def close_capture(ctx: ServerContext, timeout: float) -> None:
+    """Server shutdown (blocking, bounded): running loops are kept for the next start, queued frames written."""
+    loops = _loops(ctx)
+    if loops is not None:
+        loops.close(timeout)
+
+
+def _count(body: dict[str, Any]) -> int | None:
+    raw = body.get("count")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        if isinstance(raw, bool) or float(str(raw).strip()) != int(float(str(raw).strip())):
+            raise ValueError
+        return int(float(str(raw).strip()))
+    except (TypeError, ValueError, OverflowError):
+        raise ActionError(f"count: {raw!r} is not a whole number of frames") from None
+
+
+def _start_loop(ctx: ServerContext, dev: CameraDevice, body: dict[str, Any], exposure: float, mode: str) -> str:
+    """``action/capture`` (blocking): check the request, then start the loop through the core."""
+    loops = _loops(ctx)
+    save = body.get("save") in (True, "true", "on", "1", 1)
+    if loops is None:
+        if save:
+            raise ActionError("saving frames is not available on this server")
+        dev.cam.start_capture(lambda frame: None, exposure=exposure, mode=mode)
+        return f"Continuous capture started ({mode}, {exposure:g} s)"
+    count = _count(body)
+    try:
+        spec = loops.prepare(exposure=exposure, mode=mode, save=save, directory=str(body.get("directory") or ""),
+                             pattern=str(body.get("pattern") or ""), count=count)
+        loops.start(dev.key, dev.cam, spec, number=dev.number, logger=dev.log)
+    except capture_files.CaptureSetupError as exc:
+        raise ActionError(exc.message) from None
+    text = f"Continuous capture started ({mode}, {exposure:g} s)"
+    if save:
+        text += f", saving {f'{spec.count} frame(s)' if spec.count else 'every frame'} to {spec.directory}"
+    return text
+
+
+def _stop_loop(ctx: ServerContext, dev: CameraDevice) -> str:
+    """``action/stop`` (blocking): stop the loop and forget it; the frames already read out are saved."""
+    loops = _loops(ctx)
+    loop = loops.stop(dev.key, _LOOP_STOP_S) if loops is not None else None
+    dev.cam.stop_capture()  # also a capture this page did not start (e.g. an INDI video stream)
+    if loop is not None and loop.spec.save:
+        return f"Continuous capture stopped: {loop.saved} file(s) saved"
+    return "Continuous capture stopped"
 
 
 async def camera_action(request: web.Request) -> web.Response:
@@ -717,7 +824,6 @@ async def camera_action(request: web.Request) -> web.Response:
             return _json({"ok": False, "error": "the request body must be a JSON object"}, 400)
         body = parsed
     cam = dev.cam
-    page = _page_state(request, dev)
     message = ""
     field_name: str | None = None  # the body field whose value the core checks (names its refusal)
     try:
@@ -725,6 +831,9 @@ async def camera_action(request: web.Request) -> web.Response:
             await run_blocking(ctx.sdk_pool, cam.begin_connect, ctx.call_timeout)
             message = "Connecting…"
         elif name == "disconnect":
+            loops = _loops(ctx)
+            if loops is not None and loops.get(dev.key) is not None:  # a loop ended here is not resumed
+                await run_blocking(ctx.sdk_pool, lambda: loops.stop(dev.key, _LOOP_STOP_S), ctx.call_timeout)
             await run_blocking(ctx.sdk_pool, cam.begin_disconnect, ctx.call_timeout)
             message = "Disconnecting…"
         elif name == "expose":
@@ -738,13 +847,11 @@ async def camera_action(request: web.Request) -> web.Response:
         elif name == "capture":
             exposure = _seconds(body, "exposure")
             mode = str(body.get("mode", "exposure"))
-            await run_blocking(ctx.sdk_pool, lambda: cam.start_capture(_on_frame, exposure=exposure, mode=mode),
-                               ctx.call_timeout)
-            page.capture = {"exposure": exposure, "mode": mode}
-            message = f"Continuous capture started ({mode}, {exposure:g} s)"
+            field_name = "exposure"
+            message = await run_blocking(ctx.sdk_pool, lambda: _start_loop(ctx, dev, body, exposure, mode),
+                                         ctx.call_timeout)
         elif name == "stop":
-            await run_blocking(ctx.sdk_pool, cam.stop_capture, ctx.call_timeout)
-            message = "Continuous capture stopped"
+            message = await run_blocking(ctx.sdk_pool, lambda: _stop_loop(ctx, dev), ctx.call_timeout)
         elif name == "settings":
             values = _settings_changes(dev, body)
             await run_blocking(ctx.sdk_pool, lambda: _apply_settings(dev, values), ctx.call_timeout)

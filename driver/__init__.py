@@ -25,6 +25,7 @@ from .events import (
     ExposureOutcome,
     ExposureStarted,
     FrameCaptured,
+    ReconnectFailed,
     SettingsChanged,
     StateChanged,
 )
@@ -41,7 +42,7 @@ from .state import CameraState
 
 __all__ = [
     "Connected", "ConnectionLost", "CoreEvent", "Disconnected", "ErrorReported", "Exposure", "ExposureEnded",
-    "ExposureOutcome", "ExposureStarted", "FrameCaptured", "SettingsChanged", "StateChanged",
+    "ExposureOutcome", "ExposureStarted", "FrameCaptured", "ReconnectFailed", "SettingsChanged", "StateChanged",
     "CameraError", "CameraGoneError", "CameraInfo", "CameraSettings", "CameraState",
     "CameraStatus", "CaptureWindow", "ControlInfo", "Frame", "InvalidOperationError", "InvalidValueError",
     "NotConnectedError", "NotSupportedError", "ReconnectPolicy", "SdkError", "SdkNotFoundError", "ZWOCamera",

@@ -20,6 +20,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -47,6 +48,7 @@ from .events import (
     ExposureOutcome,
     ExposureStarted,
     FrameCaptured,
+    ReconnectFailed,
     SettingsChanged,
     StateChanged,
 )
@@ -111,8 +113,12 @@ class ZWOCamera:
         self._clock = clock or (lambda: _dt.datetime.now())
         self._lock = threading.Condition(threading.RLock())
         self.log = logger or logging.getLogger("zwo_alpaca.camera")
-        self._sdk = SdkIO(lambda: self.name, self.log)
-        self._sm = StateMachine(self._on_state_change)
+        # No strong reference cycles through self: an unreferenced camera is freed (and released by
+        # __del__) at once, not at the next garbage collection.
+        me = weakref.ref(self)
+        self._sdk = SdkIO(lambda: cam.name if (cam := me()) is not None else "camera", self.log)
+        on_change = weakref.WeakMethod(self._on_state_change)
+        self._sm = StateMachine(lambda old, new: None if (fn := on_change()) is None else fn(old, new))
         self._handle: Any = None
         self._settings = CameraSettings()
         self._applied_roi: tuple[int, int, int, int, int, int] | None = None
@@ -120,6 +126,9 @@ class ZWOCamera:
         self._busy_op = 0  # asynchronous connects/disconnects still running (a count: they may overlap)
         self._error: str | None = None
         self._name = name
+        self._held: dict[str, int] = {}  # control settings as the SDK holds them (read back)
+        self._absent_model: str | None = None  # set by for_absent(): the config knows it, the bus does not
+        self._awaiting_plug = False  # a connect was asked for while it was not plugged in
         # exposure
         self._exp_thread: threading.Thread | None = None
         self._exp_cancel = threading.Event()
@@ -147,6 +156,7 @@ class ZWOCamera:
         # supervisor: health checks, reconnection, the capture schedule
         self._supervisor = Supervisor(self)
         self._reconnect_attempt = 0
+        self._lost_at: float | None = None  # when the camera was lost (monotonic), for the downtime
         # telemetry
         self._temperature: float | None = None
         self._cooler_power: float | None = None
@@ -194,6 +204,56 @@ class ZWOCamera:
             self._info = info
         return info
 
+    @classmethod
+    def for_absent(cls, model_name: str, serial: str | None, **kwargs: Any) -> ZWOCamera:
+        """A camera the config knows (by model and serial) but that is not on the bus now.
+
+        It can be served as a device from the start: `connect()` says it is not plugged in and keeps
+        the request, and `plugged_in()` brings the unit in when hotplug sees it.
+        """
+        kwargs.setdefault("name", model_name)
+        cam = cls(serial or model_name, **kwargs)
+        cam._absent_model = model_name
+        cam._absent_serial = serial
+        return cam
+
+    _absent_serial: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The SDK's model name ("ZWO ASI294MC Pro"), known from the bus or, for an absent camera, the config."""
+        if self._info is not None:
+            return self._info.name
+        return self._absent_model or self.name
+
+    @property
+    def serial(self) -> str | None:
+        """The unit's serial number when known."""
+        return self._info.serial if self._info is not None and self._info.serial else self._absent_serial
+
+    def _not_plugged_in_message(self) -> str:
+        serial = self.serial
+        unit = f"{self.model_name} (serial {serial})" if serial else self.model_name
+        return f"{unit} is not plugged in; it connects when it is"
+
+    def plugged_in(self, info: CameraInfo) -> bool:
+        """Hotplug saw this unit on the bus: adopt what the SDK says of it, and connect it if a client
+        asked while it was absent. Blocking (it may connect): call it from a worker thread.
+        Returns whether it connected."""
+        with self._lock:
+            if self._info is None or self._sm.state == S.DISCONNECTED:
+                self._info = info
+            waiting = self._awaiting_plug and self._sm.state == S.DISCONNECTED
+        if not waiting:
+            return False
+        try:
+            self.connect()
+        except CameraError as exc:
+            self.log.warning("%s: connect after plug-in failed: %s", self.name, exc.message)
+            self._publish(ErrorReported(exc.message))
+            return False
+        return True
+
     def _find_index(self) -> int:
         """The SDK index of our camera now (numbering changes when cameras are replugged)."""
         zwo = _zwo.zwoasi()
@@ -205,7 +265,7 @@ class ZWOCamera:
         if info is None and isinstance(sel, int):
             if 0 <= sel < count:
                 return sel
-            raise CameraGoneError(f"no camera at index {sel}: {count} camera(s) connected")
+            raise NotOnBus(f"no camera at index {sel}: {count} camera(s) connected")
         want_name: str | None
         if info is not None:
             want_name, want_serial = info.name, info.serial
@@ -232,7 +292,7 @@ class ZWOCamera:
                     return index
         elif candidates:
             return candidates[0][0]
-        raise CameraGoneError(f"{want_name or sel} is not connected ({count} camera(s) found)")
+        raise NotOnBus(f"{want_name or sel} is not connected ({count} camera(s) found)")
 
     def _has_twin(self) -> bool:
         """Whether this process has another camera object of the same model."""
@@ -324,6 +384,7 @@ class ZWOCamera:
                 frame_seq=self._frame_seq,
                 exposure=self._exposure,
                 time_left=time_left,
+                awaiting_plug=self._awaiting_plug,
             )
 
     _image_ready = False
@@ -420,13 +481,21 @@ class ZWOCamera:
         try:
             self._open_and_configure()
         except BaseException as exc:
+            known = isinstance(exc, NotOnBus) and (self._info is not None or self._absent_model is not None)
             with self._lock:
                 self._want_connected = False
                 self._error = str(exc)
                 if self._sm.state == S.CONNECTING:
                     self._to(S.DISCONNECTED)
+                # A known unit that is not on the bus is "not plugged in" (NotConnected, as ASCOM has
+                # it), and the request is kept: `plugged_in` connects it when hotplug sees it.
+                self._awaiting_plug = known
             self._count("connect_failures")
+            if known:
+                raise NotConnectedError(self._not_plugged_in_message()) from exc
             raise
+        with self._lock:
+            self._awaiting_plug = False
         registry.opened(self)
         self._supervisor.start()
         self._publish(Connected(restored=False))
@@ -499,6 +568,7 @@ class ZWOCamera:
                 self._handle = handle
                 self._sdk.lib = _zwo.library()
                 self._applied_roi = None
+            self._reconcile_settings()
             self._apply_settings(handle)
             self._read_telemetry(handle)
             with self._lock:
@@ -519,6 +589,65 @@ class ZWOCamera:
     def _apply_settings(self, handle: Any) -> None:
         """Push every persisted setting to the SDK (after connect and after a reconnect)."""
         self._push_settings(handle, None)
+
+    #: What a setting goes back to when the camera cannot take the stored value.
+    _FALLBACK: dict[str, Any] = {"bin": 1, "start_x": 0, "start_y": 0, "width": None, "height": None,
+                                 "image_type": "RAW16", "gain": None, "offset": None, "usb_bandwidth": None,
+                                 "flip": 0, "high_speed": False, "hardware_bin": False, "cooler_on": False,
+                                 "target_temperature": None}
+
+    def _reconcile_settings(self) -> None:
+        """Check the stored settings against the camera now that its controls are known.
+
+        Settings stored before the first connection (config defaults) could only be type-checked. A
+        value the camera cannot take is not applied: it goes back to the SDK's default, with one
+        warning naming the key, the value and the valid range, so what is reported is what is held.
+        """
+        info = self._info
+        assert info is not None
+        st = self.settings
+        for key in self._FALLBACK:
+            value = getattr(st, key)
+            if value == self._FALLBACK[key]:
+                continue
+            try:
+                self._validate_settings(st.copy(), {key: value}, info)
+            except CameraError as exc:
+                self.log.warning("%s: setting %s=%r is not applied: %s", self.name, key, value, exc.message)
+                with self._lock:
+                    setattr(self._settings, key, self._FALLBACK[key])
+        bad: list[str] = []
+        for cname, value in st.extra_controls.items():
+            ctl = self._control(cname)
+            try:
+                if ctl is None:
+                    raise NotSupportedError(f"{self.name} has no control {cname!r}")
+                validation.control(cname, value, ctl)
+            except CameraError as exc:
+                self.log.warning("%s: setting %s=%r is not applied: %s", self.name, cname, value, exc.message)
+                bad.append(cname)
+        if bad:
+            with self._lock:
+                for cname in bad:
+                    self._settings.extra_controls.pop(cname, None)
+
+    def held(self, setting: str) -> int | None:
+        """The value the SDK holds for a control setting ("gain", "offset", ...), as read back after it
+        was last set; None before the first connection. What frames and clients report."""
+        with self._lock:
+            return self._held.get(setting)
+
+    def _read_back(self, handle: Any, keys: set[str] | None) -> None:
+        """Read the SDK's values of the reported controls (it may round or clamp what it was given)."""
+        held: dict[str, int] = {}
+        for key in ("gain", "offset"):
+            spec = C.spec_for_setting(key)
+            ctl = self._control(spec) if spec else None
+            if ctl is None or (keys is not None and key not in keys):
+                continue
+            held[key] = int(self._call(f"read {ctl.name}", handle.get_control_value, ctl.control_type)[0])
+        with self._lock:
+            self._held.update(held)
 
     def _push_settings(self, handle: Any, keys: set[str] | None) -> None:
         """Push the settings named in `keys` (None: all of them) to the SDK, through the controls table.
@@ -542,6 +671,7 @@ class ZWOCamera:
         if keys is not None and "cooler_on" in keys:
             with self._lock:
                 self._cooler_on = st.cooler_on
+        self._read_back(handle, keys)
 
     def _read_telemetry(self, handle: Any) -> None:
         """Read temperature and cooler state: the cached values polls return, and the health check."""
@@ -570,6 +700,7 @@ class ZWOCamera:
         with self._lock:
             state = self._sm.state
             self._want_connected = False
+            self._awaiting_plug = False
             self._capture_intent = None
             if state == S.DISCONNECTED and self._handle is None:
                 self._supervisor.stop()
@@ -694,7 +825,10 @@ class ZWOCamera:
                 and (st.cooler_on or st.target_temperature is not None):
             raise NotSupportedError(f"{self.name} has no cooler")
         if "target_temperature" in changes and st.target_temperature is not None:
-            st.target_temperature = validation.setpoint(st.target_temperature, *self.target_temperature_range())
+            if known:
+                st.target_temperature = validation.setpoint(st.target_temperature, *self.target_temperature_range())
+            else:  # the range is the camera's: checked when it connects (`_reconcile_settings`)
+                st.target_temperature = validation.temperature(st.target_temperature)
 
     def set_subframe(self, start_x: int, start_y: int, width: int, height: int,
                      bin: int | None = None) -> CameraSettings:
@@ -968,10 +1102,21 @@ class ZWOCamera:
         return Frame(
             data=arr, seq=seq, start_time=start, duration=duration, light=light, bin=st.bin,
             start_x=st.start_x, start_y=st.start_y, width=roi.width, height=roi.height, image_type=st.image_type,
-            bit_depth=info.bit_depth, gain=st.gain if st.gain is not None else self._default(C.GAIN),
-            offset=st.offset if st.offset is not None else self._default(C.OFFSET), temperature=temp,
+            bit_depth=info.bit_depth, gain=self.reported("gain"), offset=self.reported("offset"), temperature=temp,
             camera_name=info.name, bayer_pattern=info.bayer_pattern if info.is_color and st.bin == 1 else None,
             bayer_offset_x=bx, bayer_offset_y=by)
+
+    def reported(self, setting: str) -> int | None:
+        """A control setting ("gain", "offset") as clients and frame metadata report it: what the SDK
+        holds (read back after setting), else the stored value, else the control's default."""
+        held = self.held(setting)
+        if held is not None:
+            return held
+        stored = getattr(self.settings, setting)
+        spec = C.spec_for_setting(setting)
+        if stored is not None or spec is None:
+            return int(stored) if stored is not None else None
+        return self._default(spec)
 
     def _default(self, cname: C.ControlSpec) -> int | None:
         ctl = self._control(cname)
@@ -1294,6 +1439,7 @@ class ZWOCamera:
             self._error = f"camera removed or not answering ({exc.message})"
             self._to(S.ERROR)
             self._reconnect_attempt = 0
+            self._lost_at = time.monotonic()
             self._capture_stop.set()
             message = self._error
         self._publish(ConnectionLost(message))
@@ -1368,15 +1514,22 @@ class ZWOCamera:
             with self._lock:
                 if self._sm.state == S.CONNECTING:
                     self._to(S.ERROR)
+            self._publish(ReconnectFailed(attempt, exc.message))
             return
         with self._lock:
             self._error = None
             self._reconnect_attempt = 0
+            lost, self._lost_at = self._lost_at, None
+        downtime = time.monotonic() - lost if lost is not None else None
         self._count("reconnects")
         self.log.info("%s: reconnected after %d attempt(s); settings restored", self.name, attempt)
-        self._publish(Connected(restored=True))
+        self._publish(Connected(restored=True, attempts=attempt, downtime_s=downtime))
         self._launch_capture()
 
     def _count(self, key: str) -> None:
         with self._lock:
             self._counters[key] += 1
+
+
+class NotOnBus(CameraGoneError):
+    """The camera's unit is not among the cameras the SDK enumerates now."""

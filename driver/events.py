@@ -16,7 +16,8 @@ from .state import CameraState
 
 __all__ = [
     "FRAME_TYPES", "Connected", "ConnectionLost", "CoreEvent", "Disconnected", "ErrorReported", "Exposure",
-    "ExposureEnded", "ExposureOutcome", "ExposureStarted", "FrameCaptured", "SettingsChanged", "StateChanged",
+    "ExposureEnded", "ExposureOutcome", "ExposureStarted", "FrameCaptured", "ReconnectFailed", "SettingsChanged",
+    "StateChanged",
 ]
 
 FRAME_TYPES = FRAME_TYPE_NAMES
@@ -86,10 +87,22 @@ class FrameCaptured(CoreEvent):
 
 @dataclass(frozen=True)
 class Connected(CoreEvent):
-    """A connection was made; `restored` when it was the core's automatic reconnect."""
+    """A connection was made; `restored` when it was the core's automatic reconnect, after
+    `attempts` tries and `downtime_s` seconds since the connection was lost."""
 
     kind: ClassVar[str] = "connected"
     restored: bool = False
+    attempts: int = 0
+    downtime_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ReconnectFailed(CoreEvent):
+    """One automatic reconnect attempt failed; the core tries again after its backoff."""
+
+    kind: ClassVar[str] = "reconnect_failed"
+    attempt: int
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,16 @@
 """Noticing cameras plugged in after start-up.
 
-Two watchers, each one thread with a bounded, state-driven loop (no sleeps: an Event wait that
-`stop()` ends at once, joined with a bounded wait):
+:class:`CameraWatcher` - one thread with a bounded, state-driven loop (no sleeps: an Event wait that
+`stop()` ends at once, joined with a bounded wait) - looks at the installed SDK (real or simulated)
+and reports each camera that appears on the bus:
 
-* :class:`CameraWatcher` - on the installed SDK (real or simulated), reports a camera that was not
-  there before and is not one of the cameras already served. A camera that comes back after an
-  unplug is *not* new: its ZWOCamera reconnects to it by serial number (see camera.py), so the
-  watcher matches by ``CameraInfo.unique_key`` and, for cameras without a serial number, leaves any
-  camera of an already served model alone (it could be that one coming back under another index).
-* :class:`AttachProbe` - when the simulator stands in because the real SDK saw no camera at start,
-  counts the cameras that real SDK sees (loaded on its own with ctypes, beside the simulator that
-  zwoasi uses). zwoasi has one library per process, so serving the new camera means starting again:
-  the caller decides how (the server re-executes itself).
+* a camera already served and open is left alone: after an unplug its ZWOCamera reconnects to it
+  by serial number (see camera.py);
+* a camera the caller knows but is not holding (one the config knows, served as "not plugged in",
+  or a served one a client is waiting for) goes to ``on_known``, which brings that unit in under
+  its existing device (``ZWOCamera.plugged_in``);
+* anything else is new and goes to ``on_new``. For cameras without a serial number, a camera of an
+  already served model is left alone (it could be that one coming back under another index).
 
 Cheap when nothing changes: a tick is one ``ASIGetNumOfConnectedCameras`` plus one property read per
 camera; serial numbers are probed only for camera IDs not seen before, and never for a camera this
@@ -20,7 +19,6 @@ process has open (driver.sdk.probe_serial).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -85,17 +83,21 @@ class CameraWatcher(_Periodic):
     """Calls ``on_new(info)`` (in its own thread) for each camera plugged in after start-up.
 
     ``served()`` returns the CameraInfos of the cameras already served (called every time something
-    changed on the bus, so it sees cameras added meanwhile). ``on_new`` may block (it usually opens
-    the camera's properties); exceptions it raises are logged and the camera is offered again at the
-    next change.
+    changed on the bus, so it sees cameras added meanwhile). ``on_known(info)``, when given, is asked
+    first about each camera that appeared: it returns True when the camera is one the caller already
+    serves without holding it (a known camera that was not plugged in), having brought it in; such a
+    camera is not new. ``on_new`` and ``on_known`` may block (opening, connecting); exceptions they
+    raise are logged and the camera is offered again at the next change.
     """
 
     def __init__(self, served: Callable[[], Iterable[CameraInfo]], on_new: Callable[[CameraInfo], None], *,
                  interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None,
-                 busy: Callable[[], bool] | None = None) -> None:
+                 busy: Callable[[], bool] | None = None,
+                 on_known: Callable[[CameraInfo], bool] | None = None) -> None:
         super().__init__(interval, logger)
         self._served = served
         self._on_new = on_new
+        self._on_known = on_known
         # While this says True the bus is left alone: enumerating rescans USB, and a frame being read
         # out or a video stream of a served camera matters more than noticing a new camera a few
         # seconds sooner. A long exposure (nothing on the wire) does not count as busy.
@@ -107,7 +109,10 @@ class CameraWatcher(_Periodic):
         self.added = 0
 
     def _begin(self) -> None:
-        self._seen = self._bus_ids()  # the cameras there at start are not new
+        # The cameras served at start are not new. Any other camera on the bus now (plugged in while
+        # the server was starting) is offered at the first look, like one plugged in later.
+        served = {info.camera_id for info in self._served()}
+        self._seen = self._bus_ids() & served
 
     def _tick(self) -> bool:
         if self._busy is not None and self._busy():
@@ -151,7 +156,18 @@ class CameraWatcher(_Periodic):
                 serial = _sdk.probe_serial(info.camera_id)
                 if serial:
                     info = replace(info, serial=serial)
-                if info.unique_key in keys or _sdk.claimed(info.camera_id):
+                if _sdk.claimed(info.camera_id):
+                    continue  # open in this process already
+                if self._on_known is not None:
+                    try:
+                        known = self._on_known(info)
+                    except Exception:  # offered again at the next change
+                        self.log.exception("hotplug: could not bring in %s", info.name)
+                        failed.add(info.camera_id)
+                        continue
+                    if known:
+                        continue
+                if info.unique_key in keys:
                     continue  # one of ours, back after an unplug: its ZWOCamera reconnects to it
                 if not info.serial and info.model in models:
                     self.log.warning("hotplug: a %s without a serial number appeared; it may be the served one "
@@ -170,40 +186,3 @@ class CameraWatcher(_Periodic):
                 offered.append(info)
         self._seen = ids - failed
         return offered
-
-
-class AttachProbe(_Periodic):
-    """Counts the cameras a real libASICamera2 sees while the simulator stands in for it.
-
-    The library is loaded with ctypes on its own (not through zwoasi, which holds the simulator);
-    only ``ASIGetNumOfConnectedCameras`` is called. ``on_attached(count)`` runs once, in the probe's
-    thread, the first time the count is above zero; then the probe stops.
-    """
-
-    thread_name = "zwo-attach-probe"
-
-    def __init__(self, library_path: str, on_attached: Callable[[int], None], *,
-                 interval: float = DEFAULT_INTERVAL_S, logger: logging.Logger | None = None) -> None:
-        super().__init__(interval, logger)
-        self.path = library_path
-        self._count_fn = ctypes.CDLL(library_path).ASIGetNumOfConnectedCameras
-        self._count_fn.restype = ctypes.c_int
-        self._count_fn.argtypes = []
-        self._on_attached = on_attached
-        self.fired = False
-
-    def count(self) -> int:
-        """Cameras the real SDK sees now."""
-        return int(self._count_fn())
-
-    def _tick(self) -> bool:
-        n = self.count()
-        if n <= 0:
-            return False
-        self.fired = True
-        self.log.warning("a ZWO camera is now attached (%d seen by %s)", n, self.path)
-        try:
-            self._on_attached(n)
-        except Exception:  # nothing else to do from here
-            self.log.exception("hotplug: acting on the attached camera failed")
-        return True

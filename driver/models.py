@@ -176,6 +176,8 @@ class CameraStatus:
     exposure: Exposure | None = None
     #: seconds left of the exposure in progress (0 while reading out); None when none is running
     time_left: float | None = None
+    #: a client asked to connect while the camera was not plugged in; it connects when it is
+    awaiting_plug: bool = False
 
 
 @dataclass(frozen=True)

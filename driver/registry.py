@@ -31,7 +31,9 @@ class Tracked(Protocol):
 
 log = logging.getLogger("zwo_alpaca.registry")
 _all: weakref.WeakSet[Tracked] = weakref.WeakSet()
-_open: set[Tracked] = set()
+# Weak too: a connected camera that nothing else references is released by its finaliser (the
+# design note's last line of defence); what is still alive at exit is released by the exit hook.
+_open: weakref.WeakSet[Tracked] = weakref.WeakSet()
 _lock = threading.Lock()
 _hooked = False
 
@@ -47,7 +49,7 @@ def track(cam: Tracked) -> None:
 
 
 def opened(cam: Tracked) -> None:
-    """A camera was connected: hold it strongly until it is disconnected, so exit can release it."""
+    """A camera was connected: exit releases it unless it was disconnected (or collected) first."""
     with _lock:
         _open.add(cam)
 

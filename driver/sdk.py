@@ -1,9 +1,16 @@
 """Choosing and loading the SDK beneath zwoasi: ZWO's libASICamera2, or the simulated SDK.
 
-Search order for the real library (the first that exists wins, and the report says which):
-an explicit path, $ZWO_ASI_LIB, the system library path (where INDI's libasi package or ZWO's own
-installer puts it), and the copy bundled in the `pyzwoasi` wheel (found by file, not by import,
-because importing pyzwoasi loads the library itself).
+A library named explicitly (``--sdk PATH``, else ``$ZWO_ASI_LIB``) is the only one considered: a
+path that does not exist or does not load is an error naming the path and the reason, never a
+silent fall-through to another copy or to the simulator. Without one, the library is searched for
+(the first that exists wins, and the report says which): the system library path (where INDI's
+libasi package or ZWO's own installer puts it), then the copy bundled in the `pyzwoasi` wheel
+(found by file, not by import, because importing pyzwoasi loads the library itself). A library that
+is found but does not load (libusb missing, built for another computer) is an error too.
+
+The simulator stands in only when asked for (``--simulator``) or when no ZWO SDK is installed at
+all (`load(fallback_to_simulator=True)` and nothing found): a server on a rig with the SDK serves
+its real cameras, or none, never a simulated one.
 """
 
 from __future__ import annotations
@@ -43,9 +50,6 @@ class SdkInfo:
     tried: list[str] = field(default_factory=list)
     reason: str = ""
     models: list[str] = field(default_factory=list)
-    #: When the simulator stands in because the real SDK saw no camera: that SDK's path, so that a
-    #: camera plugged in later can be noticed (driver.hotplug.AttachProbe).
-    real_path: str | None = None
 
     def describe(self) -> str:
         """One line for logs and `zwo-alpaca list`."""
@@ -53,6 +57,30 @@ class SdkInfo:
             return f"ZWO SDK {self.path}"
         why = f" ({self.reason})" if self.reason else ""
         return f"simulated SDK: {', '.join(self.models)}{why}"
+
+
+class SdkUnusableError(SdkNotFoundError):
+    """ZWO's SDK was named or found but cannot be used: ``missing`` says what to fix.
+
+    ``"path"``: the file named by ``--sdk`` / ``$ZWO_ASI_LIB`` does not exist; ``"libusb"``:
+    libusb-1.0, which libASICamera2 links against, is not installed; ``"sdk"``: the file exists but
+    does not load (not a library, built for another computer, a dependency missing).
+    """
+
+    def __init__(self, message: str, missing: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.path = path
+
+
+LIBUSB_FIX = "sudo apt-get install libusb-1.0-0   (Debian, Ubuntu, Raspberry Pi OS)"
+PATH_FIX = ("give the full path of libASICamera2.so* (e.g. /usr/local/lib/libASICamera2.so.1.36), or leave out "
+            "--sdk and ZWO_ASI_LIB to use the SDK installed on this computer")
+
+
+def missing_piece(exc: SdkNotFoundError) -> str:
+    """What is missing, for advice: "libusb", "path" (a wrong --sdk / ZWO_ASI_LIB), or "sdk"."""
+    return exc.missing if isinstance(exc, SdkUnusableError) else "sdk"
 
 
 _current: SdkInfo | None = None
@@ -83,14 +111,29 @@ def _pyzwoasi_library() -> Path | None:
     return None
 
 
-def candidate_paths(sdk_path: str | None = None) -> list[tuple[str, str | None]]:
-    """Every place looked at, in order, as (description, path-or-None-when-absent)."""
-    out: list[tuple[str, str | None]] = []
+def explicit_path(sdk_path: str | None = None) -> tuple[str, str] | None:
+    """The library named by the user, as (how it was named, path): ``--sdk`` first, else a non-empty
+    ``$ZWO_ASI_LIB``; None when neither names one (then the SDK is searched for)."""
     if sdk_path:
-        out.append((f"--sdk {sdk_path}", sdk_path if Path(sdk_path).exists() else None))
+        return "--sdk", sdk_path
     env = os.environ.get("ZWO_ASI_LIB")
     if env:
-        out.append((f"$ZWO_ASI_LIB={env}", env if Path(env).exists() else None))
+        return "$ZWO_ASI_LIB", env
+    return None
+
+
+def candidate_paths(sdk_path: str | None = None) -> list[tuple[str, str | None]]:
+    """Every place looked at, in order, as (description, path-or-None-when-absent).
+
+    A library named with ``--sdk`` (else ``$ZWO_ASI_LIB``) is the only place; otherwise the system
+    library path, then pyzwoasi's bundled copy.
+    """
+    named = explicit_path(sdk_path)
+    if named is not None:
+        how, path = named
+        where = f"{how} {path}" if how == "--sdk" else f"{how}={path}"
+        return [(where, path if Path(path).exists() else None)]
+    out: list[tuple[str, str | None]] = []
     found = ctypes.util.find_library("ASICamera2")
     if found:
         out.append(("system library path", found))
@@ -121,24 +164,44 @@ def libusb_available() -> bool:
 
 
 def find_sdk(sdk_path: str | None = None) -> tuple[str, str, list[str]]:
-    """Locate libASICamera2: returns (path, where-it-was-found, places-tried); raises SdkNotFoundError."""
+    """Locate libASICamera2: returns (path, where-it-was-found, places-tried).
+
+    An explicit path (``--sdk``, else ``$ZWO_ASI_LIB``) is the only place looked at: when it does not
+    exist, SdkUnusableError (``missing="path"``). Otherwise the system library path and pyzwoasi's
+    copy are searched; when neither has it, SdkNotFoundError naming every place tried.
+    """
+    named = explicit_path(sdk_path)
+    if named is not None:
+        how, path = named
+        where = f"{how} {path}" if how == "--sdk" else f"{how}={path}"
+        if not Path(path).exists():
+            raise SdkUnusableError(f"{how} names {path}, which does not exist (a wrong SDK path is an error: no "
+                                   "other copy of the SDK is used instead)", "path", path)
+        if Path(path).is_dir():
+            raise SdkUnusableError(f"{how} names {path}, which is a directory: name the libASICamera2.so* file "
+                                   "inside it", "path", path)
+        return path, where, [where]
     tried: list[str] = []
-    for where, path in candidate_paths(sdk_path):
-        if path:
-            return path, where, tried + [where]
-        tried.append(f"{where}: not found")
+    for place, found in candidate_paths(None):
+        if found:
+            return found, place, tried + [place]
+        tried.append(f"{place}: not found")
     raise SdkNotFoundError("ZWO SDK libASICamera2 not found; tried: " + "; ".join(tried))
 
 
-def _install_real(path: str) -> None:
+def _install_real(path: str, where: str) -> None:
     zwo = _zwo.zwoasi()
     zwo.zwolib = None  # type: ignore[attr-defined]  # zwoasi is untyped; init() sets this global too
     try:
         zwo.init(path)
     except OSError as exc:
+        zwo.zwolib = None  # type: ignore[attr-defined]
         if "libusb" in str(exc):
-            raise SdkNotFoundError(f"cannot load {path}: {LIBUSB_HINT}") from exc
-        raise SdkNotFoundError(f"cannot load {path}: {exc}") from exc
+            raise SdkUnusableError(f"cannot load {path} ({where}): {LIBUSB_HINT}", "libusb", path) from exc
+        raise SdkUnusableError(f"cannot load {path} ({where}): {exc}", "sdk", path) from exc
+    except AttributeError as exc:  # a library, but not ZWO's: zwoasi binds the ASI functions in init()
+        zwo.zwolib = None  # type: ignore[attr-defined]
+        raise SdkUnusableError(f"{path} ({where}) is not ZWO's libASICamera2: {exc}", "sdk", path) from exc
 
 
 def load(sdk_path: str | None = None, simulator: list[str] | None = None,
@@ -147,37 +210,35 @@ def load(sdk_path: str | None = None, simulator: list[str] | None = None,
     """Install an SDK beneath zwoasi and report which one.
 
     `simulator` forces simulated cameras of those models, in that order. Otherwise the real SDK is
-    searched for; when it is missing or sees no camera, `fallback_to_simulator` installs one
-    simulated `default_sim_model` and says why. `sim_options` go to `simulator.install` (seed,
-    lock_dir, time_scale); $ZWO_ALPACA_SIM_LOCK_DIR sets the lock directory when they don't.
+    loaded (see the module docstring for where it is looked for); with no camera attached it is
+    still the one used. Only when no SDK is installed at all (nothing named, nothing found) does
+    `fallback_to_simulator` install one simulated `default_sim_model` and say why; otherwise that
+    raises SdkNotFoundError. A named path that does not exist or does not load, and a library found
+    that does not load, raise SdkUnusableError whatever `fallback_to_simulator` says.
+    `sim_options` go to `simulator.install` (seed, lock_dir, time_scale);
+    $ZWO_ALPACA_SIM_LOCK_DIR sets the lock directory when they don't.
     """
     global _current
     if simulator:
         return _install_simulator(list(simulator), "--simulator given", [], sim_options)
-    tried: list[str] = []
-    reason = ""
     try:
         path, where, tried = find_sdk(sdk_path)
-        if not libusb_available():
-            raise SdkNotFoundError(LIBUSB_HINT)
-        _install_real(path)
-        count = _zwo.zwoasi().get_num_cameras()
-        if count > 0 or not fallback_to_simulator:
-            _current = SdkInfo("real", path, tried, f"found at {where}; {count} camera(s)")
-            log.info("using ZWO SDK %s (%s); %d camera(s) attached", path, where, count)
-            return _current
-        reason = f"no camera attached to the ZWO SDK at {path}"
-        real_path = path
+    except SdkUnusableError:
+        raise
     except SdkNotFoundError as exc:
         if not fallback_to_simulator:
             raise
-        reason = exc.message
-        real_path = None
-    return _install_simulator([default_sim_model], reason, tried, sim_options, real_path)
+        return _install_simulator([default_sim_model], f"no ZWO SDK installed: {exc.message}", [], sim_options)
+    if not libusb_available():
+        raise SdkUnusableError(f"cannot load {path} ({where}): {LIBUSB_HINT}", "libusb", path)
+    _install_real(path, where)
+    count = _zwo.zwoasi().get_num_cameras()
+    _current = SdkInfo("real", path, tried, f"found at {where}; {count} camera(s)")
+    log.info("using ZWO SDK %s (%s); %d camera(s) attached", path, where, count)
+    return _current
 
 
-def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict[str, Any] | None,
-                       real_path: str | None = None) -> SdkInfo:
+def _install_simulator(models: list[str], reason: str, tried: list[str], options: dict[str, Any] | None) -> SdkInfo:
     global _current
     from . import simulator  # noqa: PLC0415 - only needed when simulating
 
@@ -193,7 +254,7 @@ def _install_simulator(models: list[str], reason: str, tried: list[str], options
                            "expected slot numbers such as 1 or 1,2") from None
     sim = simulator.install(models=models, **options)
     names = [cam.model.name for cam in sim.cameras]
-    _current = SdkInfo("simulator", None, tried, reason, names, real_path)
+    _current = SdkInfo("simulator", None, tried, reason, names)
     log.warning("using the SIMULATED camera SDK with %s (%s)", ", ".join(names), reason)
     return _current
 

@@ -15,6 +15,7 @@ from .errors import InvalidValueError
 from .events import FRAME_TYPES
 from .models import GUIDE_DIRECTIONS, ControlInfo
 
+ABSOLUTE_ZERO_C = -273.15
 #: The longest guide pulse accepted, in ms (an hour: longer is surely a client's unit mistake).
 GUIDE_MAX_MS = 3_600_000
 
@@ -127,6 +128,15 @@ def setpoint(value: object, low: float, high: float) -> float:
     if t is None or not low <= t <= high:
         shown = repr(value) if t is None else f"{t:g}"
         raise InvalidValueError(f"target temperature {shown} C is out of range: valid {low:g} to {high:g} C")
+    return t
+
+
+def temperature(value: object) -> float:
+    """A temperature in C before the camera's range is known (a real number, not below absolute zero)."""
+    t = _number(value)
+    if t is None or t < ABSOLUTE_ZERO_C:
+        raise InvalidValueError(f"target temperature {value!r} C is not a temperature: "
+                                f"valid {ABSOLUTE_ZERO_C:g} C or more")
     return t
 
 

@@ -41,6 +41,7 @@ from driver.errors import (
     SdkError,
 )
 from driver.events import Exposure, ExposureEnded, ExposureOutcome, ExposureStarted, StateChanged
+from driver.state import CameraState
 from zwo_common.fits import build_fits, camera_cards, valid_keyword
 
 from . import __version__
@@ -136,6 +137,7 @@ class CcdDevice(PropertyDevice):
         self._guide_timers: dict[str, asyncio.TimerHandle] = {}
         self._target_temp: float | None = None
         self._disconnecting = False
+        self._off_peak = False  # the capture schedule released the camera (told to clients once)
         self._upload = UploadTarget(upload_dir) if upload_dir else None
         self.frames_delivered = 0
         self.stream = VideoStream(self)  # libindi's streaming properties (CCD_VIDEO_STREAM, ...)
@@ -388,6 +390,7 @@ class CcdDevice(PropertyDevice):
             self._exposure_ended(event)
         elif isinstance(event, StateChanged):
             self.stream.on_core_state()
+            self._off_peak_notice(event)
         elif event.kind == "connected":
             if not self._connected_defined and (self._defining is None or self._defining.done()):
                 self._defining = self.loop.create_task(self._adopt_connection())
@@ -399,6 +402,26 @@ class CcdDevice(PropertyDevice):
             self.message(f"[ERROR] {event.data.get('message') or 'camera error'}")
         elif event.kind == "settings":
             self._sync_settings()
+
+    def _off_peak_notice(self, event: StateChanged) -> None:
+        """Tell clients when the capture schedule releases the camera, and when it is back.
+
+        CONNECTION stays On meanwhile (the connection intent is kept; the core reconnects by itself
+        when the window opens), and a CCD_EXPOSURE is refused in Alert with the core's message,
+        which says until when (docs/indi.md, "Off-peak").
+        """
+        if event.new == CameraState.OFF_PEAK:
+            if not self._off_peak:
+                self._off_peak = True
+                until = self.cam.status().off_peak_until
+                when = f"until {until}" if until else "until the capture window opens"
+                self.message(f"[INFO] camera released for the off-peak window {when} (capture schedule); "
+                             f"exposures are refused until then and it reconnects by itself")
+        elif self._off_peak and event.new in (CameraState.IDLE, CameraState.CAPTURING):
+            self._off_peak = False
+            self.message("[INFO] capture window open: the camera is connected again")
+        elif self._off_peak and event.new in (CameraState.DISCONNECTED, CameraState.ERROR):
+            self._off_peak = False  # disconnected by a client, or the reconnect failed: said elsewhere
 
     async def _adopt_connection(self) -> None:
         """Define the connected property set for a connection made elsewhere (Alpaca, startup)."""

@@ -19,7 +19,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from zwo_common.threads import in_daemon_thread
@@ -35,13 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 class IndiFrontEnd:
     """INDI for the runtime's cameras; see the module docstring for the two modes.
 
-    ``upload_dir``: base directory for UPLOAD_LOCAL/UPLOAD_BOTH (None: ``$ZWO_ALPACA_UPLOAD_DIR``,
-    else local upload off).
+    ``host``: the address to listen on, or several (one port on each); "" is every IPv4 and IPv6
+    address. ``upload_dir``: base directory for UPLOAD_LOCAL/UPLOAD_BOTH (None:
+    ``$ZWO_ALPACA_UPLOAD_DIR``, else local upload off).
     """
 
     title = "INDI server"
 
-    def __init__(self, *, host: str = "0.0.0.0", port: int = DEFAULT_PORT,
+    def __init__(self, *, host: str | Sequence[str] = "", port: int = DEFAULT_PORT,
                  upload_dir: str | os.PathLike[str] | None = None, logger: logging.Logger | None = None,
                  stdio: tuple[int, int] | None = None, on_link_closed: Callable[[], None] | None = None) -> None:
         self.host = host

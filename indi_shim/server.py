@@ -22,6 +22,7 @@ cannot keep up gets the freshest image instead of an ever-growing backlog.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -270,9 +271,12 @@ class IndiServer:
     `start()` returns once the port is bound (raising OSError if it cannot be); the server runs in
     its own thread and event loop. `stop()` is bounded in time. `port` is the bound port (useful
     with port=0). Cameras are never disconnected by the server: the process that owns them does.
+
+    `host` is the address to listen on, or several (one port on all of them); "" (the default)
+    is every IPv4 and IPv6 address, IPv4 only on a host without IPv6.
     """
 
-    def __init__(self, cameras: Sequence[Any], host: str = "0.0.0.0", port: int = DEFAULT_PORT,
+    def __init__(self, cameras: Sequence[Any], host: str | Sequence[str] = "", port: int = DEFAULT_PORT,
                  logger: logging.Logger | None = None, *, upload_dir: str | os.PathLike[str] | None = None,
                  driver_exec: str = "zwo-alpaca-indi", max_element_bytes: int = 1 << 20,
                  max_clients: int = 64, max_client_backlog: int = 32 << 20, max_client_errors: int = 1000,
@@ -297,7 +301,7 @@ class IndiServer:
         self.clients: set[ClientConnection] = set()
         self.devices: dict[str, CcdDevice] = {}
         self._thread: threading.Thread | None = None
-        self._tcp: asyncio.base_events.Server | None = None
+        self._tcp: list[asyncio.base_events.Server] = []
         self._stdio_done: asyncio.Future[None] | None = None
         self.port: int | None = None
         self._started = False
@@ -349,11 +353,9 @@ class IndiServer:
                 for dev in self.devices.values():
                     dev.attach()
                 if listen:
-                    self._tcp = self.loop.run_until_complete(
-                        self.loop.create_server(self._new_tcp_client, self.host or None, self._requested_port,
-                                                reuse_address=True, backlog=64))
-                    self.port = self._tcp.sockets[0].getsockname()[1]
-                    self.log.info("INDI server listening on %s:%s (%d device(s): %s)", self.host or "*", self.port,
+                    self._tcp = self._listen()
+                    self.port = self._tcp[0].sockets[0].getsockname()[1]
+                    self.log.info("INDI server listening on %s (%d device(s): %s)", self._where(self.port),
                                   len(self.devices), ", ".join(self.devices))
             except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
                 failure.append(exc)
@@ -381,7 +383,7 @@ class IndiServer:
             self.cpu_pool.shutdown(wait=False)
             exc = failure[0]
             if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"INDI server cannot listen on {self.host or '*'}:{self._requested_port}: "
+                raise OSError(exc.errno, f"INDI server cannot listen on {self._where(self._requested_port)}: "
                                          f"{exc.strerror or exc}") from exc
             raise exc
         return self
@@ -399,8 +401,8 @@ class IndiServer:
 
         async def shutdown() -> None:
             try:
-                if self._tcp is not None:
-                    self._tcp.close()
+                for tcp in self._tcp:
+                    tcp.close()
                 for dev in self.devices.values():
                     dev.detach()
                 for c in list(self.clients):
@@ -422,6 +424,43 @@ class IndiServer:
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         self.cpu_pool.shutdown(wait=False, cancel_futures=True)
         self._started = False
+
+    def _given_hosts(self) -> list[str]:
+        return [h for h in ([self.host] if isinstance(self.host, str) else self.host) if h]
+
+    def _hosts(self) -> list[str]:
+        """The addresses to listen on: those given, or every IPv4 and IPv6 address."""
+        return self._given_hosts() or ["0.0.0.0", "::"]
+
+    def _where(self, port: int) -> str:
+        return " and ".join(f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in self._hosts())
+
+    def _listen(self) -> list[asyncio.base_events.Server]:
+        """One listener per address, all on one port (the first one's, when the port is 0)."""
+        default = not self._given_hosts()
+        servers: list[asyncio.base_events.Server] = []
+        port = self._requested_port
+        try:
+            for host in self._hosts():
+                try:
+                    tcp = self.loop.run_until_complete(
+                        self.loop.create_server(self._new_tcp_client, host, port, reuse_address=True, backlog=64))
+                    if not tcp.sockets:  # asyncio skips a family the host does not have
+                        tcp.close()
+                        raise OSError(errno.EAFNOSUPPORT, "address family not supported")
+                except OSError as exc:
+                    if default and host == "::" and servers and exc.errno != errno.EADDRINUSE:
+                        self.log.info("INDI: IPv6 is not available on this host (%s); listening on IPv4 only",
+                                      exc.strerror or exc)
+                        continue
+                    raise
+                servers.append(tcp)
+                port = tcp.sockets[0].getsockname()[1]
+        except BaseException:
+            for tcp in servers:
+                tcp.close()
+            raise
+        return servers
 
     def _new_tcp_client(self) -> ClientConnection:
         client = ClientConnection(self, peer="tcp")

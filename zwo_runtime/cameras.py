@@ -5,6 +5,14 @@ Both programs (``zwo-alpaca serve`` and ``zwo-alpaca-indi``) build their cameras
 object whichever program serves it. Front ends are handed :class:`ServedCamera` facts; they never
 open cameras themselves.
 
+Which cameras: with ZWO's SDK, every camera on the bus *and* every camera the config file knows
+(keyed by model and serial), present or not. A known camera that is not plugged in is served from
+the start under its device number and UniqueID, as a device that is not connected: a connect
+attempt says it is not plugged in (``ZWOCamera.for_absent``), and hotplug brings the unit in under
+that same device when it appears (``hotplug.py``). With no camera attached and none known, no
+device is served. Simulated cameras are served only when asked for (``--simulator``) or when no
+ZWO SDK is installed at all (one simulated camera, for a demo); never on a machine with the SDK.
+
 Numbering: real cameras keep the number stored for their serial in the config file (a new one gets
 the lowest number no stored camera holds); simulated cameras are numbered in ``--simulator`` order
 and those numbers are not stored as theirs, so they do not reserve numbers real cameras will want.
@@ -25,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; driver is imported late so 
 
 log = logging.getLogger("zwo_alpaca")
 
+#: Logged (and shown on the setup page) when an SDK is installed but there is nothing to serve.
+NO_DEVICE_MESSAGE = "no camera attached and none known from the config: serving no device; plug a camera in"
+
 
 @dataclass(frozen=True)
 class SdkChoice:
@@ -32,8 +43,7 @@ class SdkChoice:
 
     kind: str  # "real" or "simulator"
     description: str  # driver.sdk's one-line description (library path and version, or the models)
-    real_path: str | None  # the real libASICamera2 found, even when the simulator stands in for it
-    fallback: bool  # True: the simulator stands in because no real camera was found
+    fallback: bool  # True: the simulator stands in because no ZWO SDK is installed at all
 
     @property
     def simulated(self) -> bool:
@@ -113,6 +123,25 @@ class CameraSet:
                 number += 1
             return number
 
+    def key_of(self, info: CameraInfo) -> str:
+        """The config file's key for a camera ("sim:" + unique_key for simulated cameras)."""
+        return ("sim:" if self.sdk.simulated else "") + info.unique_key
+
+    def known(self, info: CameraInfo) -> ServedCamera | None:
+        """The served camera that a unit appearing on the bus is, if any: the same key (model and
+        serial), or, for a unit without a serial number, a served camera of that model known only
+        from the config (not plugged in since the start)."""
+        key = self.key_of(info)
+        cams = self.snapshot()
+        for served in cams:
+            if served.key == key:
+                return served
+        if not info.serial:
+            for served in cams:
+                if served.cam.info is None and served.cam.serial is None and served.key.startswith(info.model + "#"):
+                    return served
+        return None
+
     def add(self, info: CameraInfo, forced_number: int | None = None) -> ServedCamera:
         """Open a device core for a camera found at start-up or plugged in later and number it.
 
@@ -123,7 +152,8 @@ class CameraSet:
 
         cam = driver.ZWOCamera(info, reconnect=self.policy, logger=logging.getLogger("zwo_alpaca.core"))
         cam.describe()
-        key = ("sim:" if self.sdk.simulated else "") + info.unique_key
+        key = self.key_of(info)
+        _observe(cam, key, self.config)
         with self._lock:
             number, uid = self.config.assign(key, info.name, set(self._cameras), forced_number=forced_number)
             served = ServedCamera(number, cam, key, uid)
@@ -131,6 +161,44 @@ class CameraSet:
         shown = f"{info.name} (simulated)" if self.sdk.simulated else info.name
         log.info("camera %d: %s (UniqueID %s)", number, shown, uid)
         return served
+
+    def add_absent(self) -> list[ServedCamera]:
+        """Serve every camera the config knows that is not served yet (not on the bus at start) as
+        a device that is not plugged in, under its stored number and UniqueID. Real SDK only:
+        simulated cameras are the ``--simulator`` list. The caller saves the config."""
+        import driver  # noqa: PLC0415 - see the module's TYPE_CHECKING note
+
+        if self.sdk.simulated:
+            return []
+        entries = self.config.snapshot().get("cameras", {})
+        if not isinstance(entries, dict):
+            return []
+        with self._lock:
+            served_keys = {c.key for c in self._cameras.values()}
+        known = []
+        for key, entry in entries.items():
+            if not isinstance(key, str) or key.startswith("sim:") or key in served_keys or not isinstance(entry, dict):
+                continue
+            model, serial = _parse_key(key)
+            if not model:
+                continue
+            stored_name = entry.get("name")
+            name = stored_name if isinstance(stored_name, str) and stored_name else f"ZWO {model}"
+            number = entry.get("device_number")
+            known.append((number if isinstance(number, int) and number >= 0 else 1 << 30, key, name, serial))
+        out = []
+        for _, key, name, serial in sorted(known, key=lambda k: (k[0], k[1])):
+            cam = driver.ZWOCamera.for_absent(name, serial, reconnect=self.policy,
+                                              logger=logging.getLogger("zwo_alpaca.core"))
+            _observe(cam, key, self.config)
+            with self._lock:
+                number, uid = self.config.assign(key, name, set(self._cameras))
+                served = ServedCamera(number, cam, key, uid)
+                self._cameras[number] = served
+            log.info("camera %d: %s (serial %s, UniqueID %s), known from the config, is not plugged in: served "
+                     "as not connected until it is", number, name, serial or "none", uid)
+            out.append(served)
+        return out
 
     def release(self, budget: float) -> None:
         """Disconnect every camera in parallel (each ends its exposure and closes its SDK handle),
@@ -146,6 +214,24 @@ class CameraSet:
             t.join(max(0.0, deadline - time.monotonic()))
 
 
+def _parse_key(key: str) -> tuple[str, str | None]:
+    """A real camera's config key ("MODEL:SERIAL", or "MODEL#INDEX" without a serial) as (model, serial)."""
+    if ":" in key:
+        model, _, serial = key.rpartition(":")
+        return model.strip(), serial.strip() or None
+    model, _, _ = key.rpartition("#")
+    return model.strip(), None
+
+
+def _observe(cam: ZWOCamera, key: str, config: Config) -> None:
+    """The camera's keep-alive health read every ``server.health_interval`` s, and its persisted
+    event history and telemetry (``zwo_common/history.py``; the front ends find it there)."""
+    from zwo_common import history  # noqa: PLC0415 - see the module's TYPE_CHECKING note
+
+    cam.health_interval = history.health_interval(config)
+    history.attach(cam, key, config)
+
+
 def _quiet_disconnect(served: ServedCamera) -> None:
     try:
         served.cam.disconnect_camera()
@@ -154,10 +240,12 @@ def _quiet_disconnect(served: ServedCamera) -> None:
 
 
 def open_cameras(simulator: str | None, sdk_path: str | None, config: Config) -> CameraSet:
-    """Load the SDK, open every camera found and number them; save the config (blocking; at start-up).
+    """Load the SDK, open every camera found, add the known ones not plugged in, and number them;
+    save the config (blocking; at start-up).
 
-    ``simulator``: the ``--simulator`` model list (None: real cameras, and one simulated camera
-    standing in when none is found). Raises the SDK's error when nothing can be served.
+    ``simulator``: the ``--simulator`` model list (None: ZWO's SDK, and one simulated camera standing
+    in only when no SDK is installed at all). Raises the SDK's error when the SDK named cannot be
+    used (see ``driver.sdk.load``).
     """
     import driver.sdk  # noqa: PLC0415 - see the module's TYPE_CHECKING note
 
@@ -167,10 +255,12 @@ def open_cameras(simulator: str | None, sdk_path: str | None, config: Config) ->
     simulated = sdk.kind == "simulator"
     fallback = simulated and not models
     if fallback:
-        log.warning("no ZWO camera found (%s): serving a SIMULATED camera instead", sdk.reason)
-    cameras = CameraSet(SdkChoice(sdk.kind, sdk.describe(), sdk.real_path, fallback), config,
-                        reconnect_policy(config))
+        log.warning("%s: serving a SIMULATED camera instead (install ZWO's SDK to use a real one)", sdk.reason)
+    cameras = CameraSet(SdkChoice(sdk.kind, sdk.describe(), fallback), config, reconnect_policy(config))
     for order, info in enumerate(infos):
         cameras.add(info, order if simulated else None)
+    cameras.add_absent()
+    if not len(cameras):
+        log.warning("%s", NO_DEVICE_MESSAGE)
     config.save()
     return cameras

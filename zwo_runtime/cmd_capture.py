@@ -26,7 +26,6 @@ import datetime as _dt
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
@@ -42,6 +41,7 @@ from driver import sdk
 from driver.errors import CameraError, InvalidValueError, NotSupportedError, SdkNotFoundError
 from driver.models import CameraStatus, CaptureWindow, Frame
 from driver.state import CameraState
+from zwo_common.capture_files import fits_cards, frame_path, slug, write_fits
 
 from . import logsetup
 from .cmd_list import SDK_FIX, add_sdk_arguments, error, load_simulator
@@ -142,83 +142,11 @@ def camera_selector(text: str) -> int | str:
 
 
 # ---------------------------------------------------------------------------------------------
-# FITS files
+# FITS files: the cards, the atomic write and the names are shared with the web page's saving loop
+# (zwo_common/capture_files.py); imported here under the names this command has always used.
 # ---------------------------------------------------------------------------------------------
 
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version  # noqa: PLC0415
-
-        return version("zwo-alpaca")
-    except Exception:  # noqa: BLE001 - running from a source tree without installed metadata
-        return "0"
-
-
-def fits_cards(frame: Frame, *, pixel_size_um: float | None, set_temp: float | None = None,
-               written: _dt.datetime | None = None) -> list[tuple[str, object, str]]:
-    """The header cards of a saved frame: the INDI camera keywords plus what a later reader wants."""
-    from zwo_common.fits import camera_cards, date_obs  # noqa: PLC0415 - keeps `--help` fast
-
-    bayer = None
-    if frame.bayer_pattern and frame.image_type in ("RAW8", "RAW16"):
-        bayer = (frame.bayer_pattern, frame.bayer_offset_x, frame.bayer_offset_y)
-    subframe = (frame.start_x, frame.start_y) if (frame.start_x or frame.start_y) else None
-    end = frame.start_time + _dt.timedelta(seconds=frame.duration)
-    extra: list[tuple[str, object, str]] = [
-        ("EXPOSURE", float(frame.duration), "Exposure time (s), as older software reads it"),
-        ("DATE-END", date_obs(end), "UTC end of observation"),
-        ("READOUTM", frame.image_type, "Readout mode (image type)"),
-        ("BITDEPTH", int(frame.bit_depth), "Significant bits of the sensor's ADC"),
-    ]
-    if set_temp is not None:
-        extra.append(("SET-TEMP", float(set_temp), "Cooler set point (Celsius)"))
-    extra += [
-        ("FRAMENUM", int(frame.seq), "Frame number since the camera was connected"),
-        ("SWCREATE", f"zwo-alpaca {_package_version()}", "Software that wrote this file"),
-        ("DATE", date_obs(written or _dt.datetime.now(_dt.UTC)), "UTC date the file was written"),
-    ]
-    return camera_cards(exptime=frame.duration, start=frame.start_time, instrume=frame.camera_name,
-                        frame_type="Light" if frame.light else "Dark", xbin=frame.bin, ybin=frame.bin,
-                        pixel_size_um=pixel_size_um, ccd_temp=frame.temperature, gain=frame.gain,
-                        offset=frame.offset, bayer=bayer, subframe=subframe, extra=extra)
-
-
-def write_fits(path: Path, frame: Frame, extra_headers: list[tuple[str, object, str]]) -> Path:
-    """Write `frame` as a FITS file at `path` atomically (temporary name, fsync, rename); returns `path`."""
-    from zwo_common.fits import build_fits  # noqa: PLC0415
-
-    image = build_fits(frame.data, extra_headers)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(image.memoryview())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-") or "frame"
-
-
-def frame_path(out: Path, prefix: str, frame: Frame, number: int) -> Path:
-    """``<prefix>_<UTC start YYYYmmddTHHMMSS>Z_<number>.fits``; never an existing file's name."""
-    stamp = frame.start_time.astimezone(_dt.UTC).strftime("%Y%m%dT%H%M%S")
-    base = f"{prefix}_{stamp}Z_{number:05d}"
-    path = out / f"{base}.fits"
-    extra = 1
-    while path.exists():  # a second run in the same second: keep both, never overwrite
-        path = out / f"{base}-{extra}.fits"
-        extra += 1
-    return path
-
+_slug = slug
 
 # ---------------------------------------------------------------------------------------------
 # progress display

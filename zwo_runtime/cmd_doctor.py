@@ -404,6 +404,38 @@ def check_config(path: str | None = None) -> CheckResult:
     return CheckResult("config file", "ok", f"{p} ({len(data.get('cameras') or {})} camera(s) remembered)")
 
 
+def check_history(config_path: str | None = None, now: Any = None) -> list[CheckResult]:
+    """Each camera's recorded history (``history/`` next to the config file): last night's USB drops
+    and how long each recovery took, exposures by outcome, errors (``zwo_common/history.py``).
+
+    A drop is a warning: the server recovered, but drops point at the cable, the port or the power.
+    ``now``: the local time to take "last night" from (tests pass their own)."""
+    from zwo_common import history  # noqa: PLC0415 - only this check needs it
+    from zwo_common.config import Config  # noqa: PLC0415
+
+    config = Config(Path(config_path).expanduser()) if config_path else None
+    folder = history.history_dir(config)
+    files = sorted(p for p in folder.glob("*.jsonl") if not p.name.endswith(".samples.jsonl")) \
+        if folder.is_dir() else []
+    if not files:
+        return [CheckResult("history", "ok", f"no camera history yet ({folder}; the server records one per camera)")]
+    results = []
+    for path in files:
+        records = history.load_records(path)
+        names = [r.get("camera") for r in records if r.get("type") == "server_start" and r.get("camera")]
+        name = str(names[-1]) if names else path.stem
+        text, spans = history.night_summary(records, now)
+        drops = sum(int(span.get("drops", 0)) for span in spans.values())
+        status = "warn" if drops else "ok"
+        fix = None
+        if drops:
+            fix = ("USB drops point at the cable, the port, a hub or the power: see 'Exposures time out, frames "
+                   "drop, the camera disconnects' in docs/troubleshooting.md; the timeline is on the camera's "
+                   "history page (/setup/v1/camera/N/history)")
+        results.append(CheckResult("history", status, f"{name}: {text}", fix))
+    return results
+
+
 def run_checks(args: argparse.Namespace | None = None) -> list[CheckResult]:
     """Every check, in the order they are printed."""
     a = args or argparse.Namespace()
@@ -416,6 +448,7 @@ def run_checks(args: argparse.Namespace | None = None) -> list[CheckResult]:
                check_usb_devices(), check_usbfs_memory(), check_groups(getattr(a, "user", None))]
     results += check_ports(tuple(p for p in ports if p[1]), host)
     results.append(check_config(getattr(a, "config", None)))
+    results += check_history(getattr(a, "config", None))
     return results
 
 
@@ -428,7 +461,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "doctor", help="check this machine for what the camera server needs, with a fix for each problem",
         description="Check libusb, ZWO's SDK, udev rules, USB devices, the usbfs memory limit, group membership, "
-                    "free ports and the config file, and print a fix for each problem. Exit status 0 when "
+                    "free ports and the config file, summarise each camera's last night (USB drops, recovery times, "
+                    "exposures), and print a fix for each problem. Exit status 0 when "
                     "nothing failed, 1 otherwise.")
     p.add_argument("--sdk", metavar="PATH", help="check this libASICamera2 instead of searching for it")
     p.add_argument("--user", metavar="NAME", help="check this user's groups (e.g. the service user zwo-alpaca; "

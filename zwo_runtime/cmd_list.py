@@ -1,9 +1,10 @@
 """`zwo-alpaca list`: which SDK is in use, and the cameras it finds with their properties.
 
 Without ``--simulator`` the real SDK is loaded *without* the server's fallback to a simulated
-camera, so the report says plainly whether ZWO's library was found (and where) or why not; it then
-says what `zwo-alpaca serve` would do instead. Exit status: 0 when an SDK was loaded (even with no
-camera attached), 1 when none could be, 2 for bad options.
+camera, so the report says plainly whether ZWO's library was found (and where) or why not, with
+the fix for the piece actually missing (libusb, the SDK, or a wrong ``--sdk`` / ``ZWO_ASI_LIB``
+path), as `zwo-alpaca doctor` does; it then says what `zwo-alpaca serve` would do. Exit status: 0
+when an SDK was loaded (even with no camera attached), 1 when none could be, 2 for bad options.
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ SDK_FIX = ("install ZWO's SDK: on x86-64 'pip install \"zwo-alpaca[sdk]\"' (pyzw
            "Raspberry Pi or other ARM board, copy lib/armv8/libASICamera2.so* from ZWO's "
            "ASI_linux_mac_SDK to /usr/local/lib and run 'sudo ldconfig', or install INDI's libasi "
            "package; or point ZWO_ASI_LIB / --sdk PATH at the library (see docs/raspberry-pi.md)")
+
+
+def fix_for(exc: SdkNotFoundError) -> str:
+    """The advice for why the SDK cannot be used: install libusb, fix the path named, or install the SDK."""
+    missing = sdk.missing_piece(exc)
+    if missing == "libusb":
+        return sdk.LIBUSB_FIX
+    if missing == "path":
+        return sdk.PATH_FIX
+    if missing == "sdk" and isinstance(exc, sdk.SdkUnusableError):
+        return ("that file is not a libASICamera2 this computer can load: " + SDK_FIX
+                + "; 'zwo-alpaca doctor' checks the library's architecture")
+    return SDK_FIX
+
+
+def serve_would(exc: SdkNotFoundError) -> str:
+    """What `zwo-alpaca serve` does when the SDK cannot be loaded this way."""
+    if isinstance(exc, sdk.SdkUnusableError):
+        return "'zwo-alpaca serve' would stop with this error (it never serves a simulated camera instead)."
+    return (f"'zwo-alpaca serve' would serve a simulated camera ({sdk.DEFAULT_SIM_MODEL}) for a demo, as no ZWO "
+            "SDK is installed; 'zwo-alpaca list --simulator MODELS' lists simulated cameras.")
 
 
 def add_sdk_arguments(parser: argparse.ArgumentParser, simulator_help: str) -> None:
@@ -126,15 +148,16 @@ def run(args: argparse.Namespace) -> int:
         error("list", str(exc))
         return 2
     except SdkNotFoundError as exc:
-        report["sdk"] = {"kind": None, "path": None, "error": exc.message, "fix": SDK_FIX}
-        report["fallback"] = f"simulator: {sdk.DEFAULT_SIM_MODEL}"
+        unusable = isinstance(exc, sdk.SdkUnusableError)
+        report["sdk"] = {"kind": None, "path": getattr(exc, "path", None), "error": exc.message,
+                         "missing": sdk.missing_piece(exc), "fix": fix_for(exc)}
+        report["fallback"] = None if unusable else f"simulator: {sdk.DEFAULT_SIM_MODEL}"
         if as_json:
             print(json.dumps(report, indent=2))
         else:
-            print(f"SDK: none found: {exc.message}")
-            print(f"  fix: {SDK_FIX}")
-            print(f"'zwo-alpaca serve' would fall back to a simulated camera ({sdk.DEFAULT_SIM_MODEL}); "
-                  "'zwo-alpaca list --simulator MODELS' lists simulated cameras.")
+            print(f"SDK: {'cannot be used' if unusable else 'none found'}: {exc.message}")
+            print(f"  fix: {fix_for(exc)}")
+            print(serve_would(exc))
         return 1
     report["sdk"] = {"kind": info.kind, "path": info.path, "tried": info.tried, "reason": info.reason,
                      "models": info.models, "error": None}
@@ -161,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
         text.append("No cameras found. Check the USB cable and the camera's 12 V power (cooled models), "
                     "then run 'zwo-alpaca doctor'.")
         if info.kind == "real":
-            report["fallback"] = f"simulator: {sdk.DEFAULT_SIM_MODEL}"
-            text.append(f"'zwo-alpaca serve' would fall back to a simulated camera ({sdk.DEFAULT_SIM_MODEL}).")
+            text.append("'zwo-alpaca serve' would serve the cameras its config file knows, as not plugged in until "
+                        "they are, or no device at all; never a simulated camera while ZWO's SDK is installed.")
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:

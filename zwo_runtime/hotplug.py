@@ -1,18 +1,20 @@
 """Hotplug wiring: a camera plugged in after start becomes a device of every running front end.
 
 The bus watching itself is ``driver.hotplug`` (SDK and camera logic only); this module decides
-what a new camera means for the process:
+what a camera that appears means for the process:
 
-* a new camera is opened and numbered by the camera set (``cameras.py``) and added to every front
-  end at once (the next Alpaca device, a new INDI device);
-* when the simulator stands in for a missing camera, the first real camera to appear on the real
-  SDK restarts the program on it (the runtime's ``restart`` callback).
+* one the camera set already serves - a camera the config knows that was not plugged in at
+  start, or a served camera unplugged and plugged back - is brought in under its own device
+  number and UniqueID (``ZWOCamera.plugged_in``: it adopts what the SDK says of the unit and
+  connects it if a client asked while it was absent); no new device appears;
+* any other camera is opened and numbered by the camera set (``cameras.py``) and added to every
+  front end at once (the next Alpaca device, a new INDI device).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -24,33 +26,27 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger("zwo_alpaca")
 
 
-def start(cameras: CameraSet, front_ends: Sequence[FrontEnd], interval: float, restart: Callable[[], None]) -> Any:
+def start(cameras: CameraSet, front_ends: Sequence[FrontEnd], interval: float) -> Any:
     """Start watching for cameras plugged in after start; the watcher (``stop(timeout)``), or None
-    when switched off (``interval`` 0) or impossible. ``restart`` is called (from the watcher's
-    thread) when a real camera appears while the simulator stands in. Blocking: run it in a worker
-    thread."""
+    when switched off (``interval`` 0). Blocking: run it in a worker thread."""
     if interval <= 0:
         return None
     from driver import CameraState  # noqa: PLC0415 - imported late: `zwo-alpaca --help` needs no SDK
     from driver import hotplug as bus  # noqa: PLC0415
 
     sdk = cameras.sdk
-    if sdk.fallback:
-        if not sdk.real_path:
-            log.info("hotplug: no ZWO SDK to ask for cameras; install it and restart to use a real camera")
-            return None
 
-        def attached(count: int) -> None:
-            log.warning("a ZWO camera was plugged in: restarting to serve it instead of the simulated camera")
-            restart()
-
-        try:
-            probe = bus.AttachProbe(sdk.real_path, attached, interval=interval)
-        except (OSError, AttributeError) as exc:
-            log.warning("hotplug: cannot watch %s for a camera (%s)", sdk.real_path, exc)
-            return None
-        log.info("hotplug: will restart on a real camera as soon as %s sees one", sdk.real_path)
-        return probe.start()
+    def on_known(info: CameraInfo) -> bool:
+        # Runs in the watcher's thread: plugged_in may connect the camera (blocking).
+        served = cameras.known(info)
+        if served is None:
+            return False
+        was_absent = served.cam.info is None
+        connected = served.cam.plugged_in(info)
+        if was_absent or connected:
+            log.info("hotplug: camera %d, %s (serial %s), is plugged in%s", served.number, info.name,
+                     info.serial or "none", ": connected, as a client asked" if connected else "")
+        return True
 
     def on_new(info: CameraInfo) -> None:
         # Runs in the watcher's thread: opening the camera and adding it to a front end block.
@@ -66,6 +62,6 @@ def start(cameras: CameraSet, front_ends: Sequence[FrontEnd], interval: float, r
     def busy() -> bool:
         return any(c.cam.status().state in on_the_wire for c in cameras)
 
-    watcher = bus.CameraWatcher(cameras.infos, on_new, interval=interval, busy=busy)
+    watcher = bus.CameraWatcher(cameras.infos, on_new, interval=interval, busy=busy, on_known=on_known)
     log.info("hotplug: looking for new cameras every %g s", interval)
     return watcher.start()

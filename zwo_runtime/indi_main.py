@@ -9,7 +9,8 @@ come from the environment (Ekos profiles and ``indiserver`` pass the environment
 ``ZWO_ALPACA_SDK``             path of libASICamera2
 ``ZWO_ALPACA_PORT``            Alpaca HTTP port served by the same process (default 11111;
                                ``0`` picks a free port, ``off`` disables Alpaca)
-``ZWO_ALPACA_BIND``            Alpaca listening address (default 0.0.0.0)
+``ZWO_ALPACA_BIND``            Alpaca listening address(es), comma-separated (default: every
+                               IPv4 and IPv6 address, IPv4 only on a host without IPv6)
 ``ZWO_ALPACA_CONFIG``          zwo-alpaca config file
 ``ZWO_ALPACA_UPLOAD_DIR``      base directory for UPLOAD_LOCAL/UPLOAD_BOTH (default: local upload off)
 ``ZWO_ALPACA_DISCOVERY``       ``off`` stops answering Alpaca discovery broadcasts
@@ -38,7 +39,7 @@ import sys
 from . import logsetup
 from .frontend import FrontEnd
 from .runtime import Runtime, finish
-from .serve import DEFAULT_DISCOVERY_PORT
+from .serve import DEFAULT_DISCOVERY_PORT, common_port, listen_addresses
 
 log = logging.getLogger("zwo_alpaca.indi")
 
@@ -60,14 +61,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sdk", default=_env("ZWO_ALPACA_SDK"), metavar="PATH")
     p.add_argument("--port", default=_env("ZWO_ALPACA_PORT", "11111"), metavar="N|off",
                    help="Alpaca HTTP port served by this process (off: INDI only)")
-    p.add_argument("--bind", default=_env("ZWO_ALPACA_BIND", "0.0.0.0"), metavar="ADDR")
+    p.add_argument("--bind", action="append", default=None, metavar="ADDR",
+                   help="Alpaca listening address; may be given more than once (default: $ZWO_ALPACA_BIND, else "
+                        "every IPv4 and IPv6 address)")
     p.add_argument("--config", default=_env("ZWO_ALPACA_CONFIG"), metavar="FILE")
     p.add_argument("--upload-dir", default=_env("ZWO_ALPACA_UPLOAD_DIR"), metavar="DIR")
     p.add_argument("--no-discovery", action="store_true",
                    default=str(_env("ZWO_ALPACA_DISCOVERY", "on")).lower() in ("off", "0", "no", "false"),
                    help="do not answer Alpaca discovery (env ZWO_ALPACA_DISCOVERY=off)")
     p.add_argument("--log-level", default=_env("ZWO_ALPACA_LOG_LEVEL", "info"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.bind is None and _env("ZWO_ALPACA_BIND"):
+        args.bind = [str(_env("ZWO_ALPACA_BIND"))]  # listen_addresses splits it at commas
+    return args
 
 
 def _protect_stdout() -> int:
@@ -94,8 +100,10 @@ def front_ends(args: argparse.Namespace, runtime: Runtime, indi_fd: int) -> tupl
             log.warning("Alpaca server unavailable (%s); serving INDI only", exc)
         else:
             sdk = runtime.cameras.sdk
-            alpaca = AlpacaFrontEnd(bind=args.bind, port=int(args.port), config=runtime.config,
-                                    sdk_pool=runtime.sdk_pool, codec_pool=runtime.codec_pool, version=runtime.version,
+            addresses = listen_addresses(args.bind)
+            alpaca = AlpacaFrontEnd(bind=addresses, port=common_port(addresses, int(args.port)),
+                                    config=runtime.config, sdk_pool=runtime.sdk_pool, codec_pool=runtime.codec_pool,
+                                    version=runtime.version,
                                     sdk_description=sdk.description, simulated=sdk.simulated, fallback=sdk.fallback,
                                     discovery_port=None if args.no_discovery else DEFAULT_DISCOVERY_PORT)
             ends.append(alpaca)

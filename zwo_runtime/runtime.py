@@ -34,9 +34,6 @@ from .frontend import FrontEnd
 log = logging.getLogger("zwo_alpaca")
 
 SHUTDOWN_BUDGET_S = 2.0
-# serve()'s result when a real camera appeared while the simulator stood in for it: the program
-# then starts again in this process (same PID, so systemd and scripts see no exit).
-RESTART = 75
 SDK_WORKERS = 8
 CODEC_WORKERS = 2
 
@@ -66,7 +63,6 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
-        self._outcome = 0
 
     @classmethod
     def open(cls, *, simulator: str | None, sdk_path: str | None, config_path: str | None) -> Runtime:
@@ -74,10 +70,8 @@ class Runtime:
         config = Config.load(config_path)
         return cls(config, open_cameras(simulator, sdk_path, config))
 
-    def request_stop(self, restart: bool = False) -> None:
-        """Ask :meth:`serve` to shut down (thread-safe; ``restart``: return :data:`RESTART`)."""
-        if restart:
-            self._outcome = RESTART
+    def request_stop(self) -> None:
+        """Ask :meth:`serve` to shut down (thread-safe)."""
         self._stop_requested = True
         loop, stop = self._loop, self._stop
         if loop is None or stop is None:
@@ -93,7 +87,8 @@ class Runtime:
 
         Front ends start in order; one that cannot start ends the run with its exception, unless
         it is in ``optional`` (logged, and the others go on). Cameras plugged in later are added to
-        every running front end when ``hotplug_interval`` > 0. Returns 0, or :data:`RESTART`.
+        every running front end, and known cameras that were not plugged in are brought in under
+        their own devices, when ``hotplug_interval`` > 0. Returns 0.
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -119,13 +114,12 @@ class Runtime:
         except BaseException:
             await self._shutdown(running, None)
             raise
-        watcher = await loop.run_in_executor(None, hotplug.start, self.cameras, running, hotplug_interval,
-                                             lambda: self.request_stop(restart=True))
+        watcher = await loop.run_in_executor(None, hotplug.start, self.cameras, running, hotplug_interval)
         try:
             await self._stop.wait()
         finally:
             await self._shutdown(running, watcher)
-        return self._outcome
+        return 0
 
     def add_to(self, front_ends: Sequence[FrontEnd]) -> None:
         """Give every camera of the set to each front end (blocking; before they start)."""

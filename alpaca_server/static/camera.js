@@ -73,18 +73,37 @@
     var saved = JSON.parse(window.localStorage.getItem(storeKey) || "{}");
     if (saved.exposure) $("exposure").value = saved.exposure;
     if (saved.mode) $("mode").value = saved.mode;
+    $("save").checked = !!saved.save;
+    if (saved.folder) $("folder").value = saved.folder;
+    if (saved.pattern) $("pattern").value = saved.pattern;
+    if (saved.count) $("count").value = saved.count;
   } catch (e) { /* ignore */ }
   function remember() {
-    try { window.localStorage.setItem(storeKey, JSON.stringify({ exposure: exposure(), mode: $("mode").value })); } catch (e) { /* ignore */ }
+    try {
+      window.localStorage.setItem(storeKey, JSON.stringify({ exposure: exposure(), mode: $("mode").value,
+        save: $("save").checked, folder: $("folder").value.trim(), pattern: $("pattern").value.trim(),
+        count: $("count").value.trim() }));
+    } catch (e) { /* ignore */ }
   }
-  $("exposure").addEventListener("change", remember);
-  $("mode").addEventListener("change", remember);
+  ["exposure", "mode", "save", "folder", "pattern", "count"].forEach(function (id) { $(id).addEventListener("change", remember); });
+  function showSaveFields() { $("save-fields").hidden = !$("save").checked; }
+  $("save").addEventListener("change", showSaveFields);
+  showSaveFields();
+  function loopBody() {
+    var body = { exposure: exposure(), mode: $("mode").value, save: $("save").checked };
+    if (body.save) {
+      body.directory = $("folder").value.trim();
+      body.pattern = $("pattern").value.trim();
+      body.count = $("count").value.trim();
+    }
+    return body;
+  }
 
   $("connect").addEventListener("click", function () { action("connect"); });
   $("disconnect").addEventListener("click", function () { action("disconnect"); });
   $("expose").addEventListener("click", function () { action("expose", { duration: exposure() }); });
   $("abort").addEventListener("click", function () { action("abort"); });
-  $("start").addEventListener("click", function () { action("capture", { exposure: exposure(), mode: $("mode").value }); });
+  $("start").addEventListener("click", function () { action("capture", loopBody()); });
   $("stop").addEventListener("click", function () { action("stop"); });
 
   // ------------------------------------------------------------------ settings form
@@ -214,6 +233,43 @@
     }
   }
 
+  // The loop's own line: where it saves, how many files, dropped frames, or why it ended.
+  function loopText(c, st) {
+    if (!c) return "";
+    if (c.phase === "waiting" || c.phase === "connecting") return "Loop: " + c.message;
+    var parts = [];
+    if (c.save) {
+      parts.push((c.running ? "Saving to " : "Saved to ") + c.directory + ": " + c.saved + (c.count ? "/" + c.count : "") + " file(s)");
+      if (c.dropped) parts.push(c.dropped + " frame(s) dropped (the disk is slower than the camera)");
+      if (c.failed) parts.push(c.failed + " not written");
+      if (c.last_file) parts.push("last " + c.last_file.split("/").pop());
+      if (c.write_error) parts.push(c.write_error);
+    }
+    if (!c.running || !st.capturing) {
+      if (c.error) parts.push("loop ended: " + c.error);
+      else if (c.message) parts.push(c.message);
+    }
+    return parts.join(" · ");
+  }
+  function renderLoop(c, st) {
+    var line = loopText(c, st);
+    text("loop-status", line);
+    $("loop-status").className = "small" + (c && (c.error || c.write_error || c.dropped) ? " err" : " muted");
+    var running = !!(c && c.running);
+    ["save", "folder", "pattern", "count"].forEach(function (id) { $(id).disabled = running || st.capturing; });
+    if (running && c.save && document.activeElement !== $("folder")) {
+      $("save").checked = true;
+      showSaveFields();
+      var rootText = $("capture-root").textContent;
+      var dir = c.directory || "";
+      if (dir === rootText) dir = "";
+      else if (dir.indexOf(rootText + "/") === 0) dir = dir.slice(rootText.length + 1);
+      $("folder").value = dir;
+      $("pattern").value = c.pattern || "";
+      $("count").value = c.count || "";
+    }
+  }
+
   function badgeClass(st) {
     if (!st.connected) return st.connecting ? "badge busy" : "badge off";
     if (st.state === "error" || st.ascom_state === "Error") return "badge err";
@@ -241,7 +297,7 @@
     $("expose").disabled = busy || !ready;
     $("abort").disabled = busy || !exposing;
     $("start").disabled = busy || st.capturing || !(ready || (st.connected && st.state === "off_peak"));
-    $("stop").disabled = busy || !st.capturing;
+    $("stop").disabled = busy || !(st.capturing || (s.capture && s.capture.running));  // a resumed loop may wait
     $("bar").style.width = (exposing ? st.percent : 0) + "%";
 
     text("s-state", st.label + (st.connected ? " (ASCOM " + st.ascom_state + ")" : ""));
@@ -253,6 +309,7 @@
       progress = "Continuous" + (c ? " (" + c.mode + ", " + c.exposure + " s)" : "") + (st.state === "off_peak" ? ", paused off-peak" : "");
     }
     text("s-progress", progress);
+    renderLoop(s.capture, st);
     var t = num(st.ccd_temperature, 1);
     text("s-temp", t === null ? "-" : t + " °C");
     if (hasCooler) {

@@ -392,11 +392,23 @@ def test_sigterm_to_process_group(server_factory) -> None:
 
 
 def test_fallback_simulated_camera_when_no_sdk(server_factory, tmp_path) -> None:
-    """No camera and no --simulator: one simulated ASI294MC Pro, said so in the log and the name."""
-    server = server_factory(simulator=None, env={"ZWO_ASI_LIB": str(tmp_path / "missing.so"), "LD_LIBRARY_PATH": ""})
+    """No ZWO SDK installed at all and no --simulator: one simulated ASI294MC Pro, said so in the log
+    and the name. (pyzwoasi's bundled SDK is installed here: an empty package of that name, first
+    on the path, hides it, as on a machine without it.)"""
+    from driver import sdk
+    from support.servers import REPO
+
+    if sdk.candidate_paths()[0][1] is not None:
+        pytest.skip("this machine has ZWO's SDK on the system library path")
+    stub = tmp_path / "no-pyzwoasi"
+    (stub / "pyzwoasi").mkdir(parents=True)
+    (stub / "pyzwoasi" / "__init__.py").write_text("")
+    server = server_factory(simulator=None, env={"ZWO_ASI_LIB": "", "LD_LIBRARY_PATH": "",
+                                                 "PYTHONPATH": os.pathsep.join([str(stub), str(REPO)])})
+    assert "no ZWO SDK installed" in server.log_text()
     name = alpaca_get(server, 0, "name")["Value"]
     assert "ASI294MC Pro" in name and "simulated" in name
-    assert "simulated" in alpaca_get(server, 0, "description")["Value"].lower()
+    assert "simulated: no ZWO SDK installed" in alpaca_get(server, 0, "description")["Value"]
     assert re.search(r"simulat", server.log_text(), re.I)
     r = requests.get(server.api(1, "name"), timeout=5)
     assert r.status_code == 400  # only one device

@@ -67,14 +67,47 @@ def test_controls_are_listed_with_ranges(tmp_path):
     assert lo == 0 and hi > 100
 
 
-def test_real_sdk_without_camera_names_the_library_and_the_fallback(tmp_path):
-    """This machine has pyzwoasi's bundled SDK (test extras) and no camera attached."""
+def test_real_sdk_without_camera_names_the_library_and_no_fallback(tmp_path):
+    """This machine has pyzwoasi's bundled SDK (test extras) and no camera attached: serve would not
+    simulate one."""
     r = zwo("list", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert first.startswith("SDK: ZWO libASICamera2 at ") and "pyzwoasi" in first and "0 camera(s)" in first
     assert "No cameras found" in r.stdout
-    assert "would fall back to a simulated camera" in r.stdout
+    assert "never a simulated camera while ZWO's SDK is installed" in r.stdout
+    assert "would fall back" not in r.stdout
+
+
+def test_a_wrong_sdk_path_is_named_with_the_path_fix(tmp_path):
+    missing = tmp_path / "nowhere" / "libASICamera2.so"
+    r = zwo("list", "--sdk", str(missing), tmp=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"SDK: cannot be used: --sdk names {missing}, which does not exist (a wrong SDK path is an " \
+                       "error: no other copy of the SDK is used instead)"
+    assert lines[1].startswith("  fix: give the full path of libASICamera2.so*"), r.stdout
+    assert "would stop with this error" in r.stdout
+    r = zwo("list", "--json", tmp=tmp_path, env={"ZWO_ASI_LIB": str(missing)})
+    report = json.loads(r.stdout)
+    assert r.returncode == 1 and report["sdk"]["missing"] == "path" and report["fallback"] is None
+    assert f"$ZWO_ASI_LIB names {missing}" in report["sdk"]["error"]
+
+
+def test_missing_libusb_is_named_as_the_missing_piece(monkeypatch, capsys):
+    """As doctor does: the advice names libusb, not the SDK (which is installed here)."""
+    from driver import sdk
+    from zwo_runtime import cmd_list
+
+    monkeypatch.delenv("ZWO_ASI_LIB", raising=False)
+    monkeypatch.setattr(sdk, "libusb_available", lambda: False)
+    rc = cmd_list.run(argparse.Namespace(sdk=None, simulator=None, json=False, controls=False))
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert out.startswith("SDK: cannot be used: cannot load ") and "libusb-1.0 is missing" in out
+    fix = [ln for ln in out.splitlines() if ln.startswith("  fix: ")]
+    assert fix == ["  fix: sudo apt-get install libusb-1.0-0   (Debian, Ubuntu, Raspberry Pi OS)"], out
+    assert "armv8" not in out  # not the advice to install the SDK, which is there
 
 
 def test_unknown_simulator_model_is_a_clear_usage_error(tmp_path):
@@ -89,15 +122,16 @@ def test_no_sdk_found_says_why_and_what_serve_would_do(monkeypatch, capsys):
     from driver import sdk
     from zwo_runtime import cmd_list
 
-    monkeypatch.setattr(sdk, "candidate_paths", lambda p=None: [("--sdk /nowhere/libASICamera2.so", None),
-                                                                 ("system library path", None)])
-    rc = cmd_list.run(argparse.Namespace(sdk="/nowhere/libASICamera2.so", simulator=None, json=False,
-                                         controls=False))
+    monkeypatch.delenv("ZWO_ASI_LIB", raising=False)
+    monkeypatch.setattr(sdk, "candidate_paths", lambda p=None: [("system library path", None),
+                                                                 ("pyzwoasi's bundled copy", None)])
+    rc = cmd_list.run(argparse.Namespace(sdk=None, simulator=None, json=False, controls=False))
     out = capsys.readouterr().out
     assert rc == 1
-    assert out.startswith("SDK: none found: ZWO SDK libASICamera2 not found; tried: --sdk /nowhere")
+    assert out.startswith("SDK: none found: ZWO SDK libASICamera2 not found; tried: system library path")
     assert "fix: " in out and "pip install" in out and "armv8" in out
-    assert "would fall back to a simulated camera" in out
+    # No SDK installed at all: the one case where serve simulates a camera (for a demo).
+    assert "would serve a simulated camera" in out
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list", "--help"]])

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from driver import CameraGoneError, CameraState, ReconnectPolicy, ZWOCamera, sdk, simulator
+from driver import CameraState, NotConnectedError, ReconnectPolicy, ZWOCamera, sdk, simulator
 from support.faults import note, write_report
 
 S = CameraState
@@ -195,8 +195,9 @@ def test_connecting_a_second_camera_of_the_same_model_leaves_the_first_alone(tmp
             assert second.wait_for(lambda s: s.image_ready, 5)
             second.disconnect_camera()
         sim.unplug(1)  # connecting the unplugged one must not take its twin instead
-        with pytest.raises(CameraGoneError):
+        with pytest.raises(NotConnectedError, match="is not plugged in"):  # a known unit: NotConnected
             second.connect()
+        assert not second.status().connected
         sim.replug(1)
         second.connect()
         second.configure(gain=77)

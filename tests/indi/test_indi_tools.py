@@ -2,7 +2,9 @@
 indi_eval against the shim; indiserver chaining to the shim as a remote device; and indiserver
 running ``zwo-alpaca-indi`` as a driver (INDI over stdin/stdout, Alpaca in the same process).
 
-Every process is started here and stopped by PID.
+Every process is started here and stopped by PID. Each indiserver gets a free port and a private local
+socket (`indiserver_command`), so these pass while another indiserver runs on the machine
+(tests/system/test_indiserver_coexist.py checks that).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from support.indi_client import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, start_indi_server, wait_port
-from support.servers import alpaca_get, free_port
+from support.indi_client import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, indiserver_command, start_indi_server
+from support.servers import alpaca_get, free_port, wait_port
 from zwo_common.fits import read_fits
 
 needs_indi_bin = pytest.mark.skipif(shutil.which("indiserver") is None or shutil.which("indi_getprop") is None,
@@ -88,7 +90,7 @@ def test_indiserver_chains_to_the_shim(srv: IndiServer, tmp_path: Path) -> None:
     """indiserver serving our device as a remote one ("device@host:port"): KStars-style setups."""
     port = free_port()
     log = open(tmp_path / "indiserver.log", "wb")
-    proc = subprocess.Popen(["indiserver", "-p", str(port), "-m", "512", f"{DEV294}@127.0.0.1:{srv.port}"],
+    proc = subprocess.Popen(indiserver_command(port, f"{DEV294}@127.0.0.1:{srv.port}", options=("-m", "512")),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env=dict(os.environ, HOME=str(tmp_path)))
     client = None
@@ -132,7 +134,7 @@ def test_indiserver_runs_zwo_alpaca_indi_driver(tmp_path: Path) -> None:
                ZWO_ALPACA_SIM_LOCK_DIR=str(tmp_path / "locks"), ZWO_ALPACA_UPLOAD_DIR=str(tmp_path / "up"))
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     log = open(tmp_path / "indiserver.log", "wb")
-    proc = subprocess.Popen(["indiserver", "-p", str(port), "zwo-alpaca-indi"], stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(indiserver_command(port, "zwo-alpaca-indi"), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)
     client = None
     try:

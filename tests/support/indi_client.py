@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import socket
 import threading
@@ -59,6 +60,16 @@ def start_indi_server(workdir: Path, simulator: str = "asi294mc-pro,asi120mm-min
         server.stop()
         raise RuntimeError(f"INDI port {indi_port} never opened:\n{server.log_text()}") from None
     return IndiServer(server, indi_port, uploads)
+
+
+def indiserver_command(port: int, *drivers: str, options: tuple[str, ...] = ()) -> list[str]:
+    """libindi's ``indiserver`` on TCP ``port`` with a private local socket (``-u``): without one every
+    indiserver binds the default ``/tmp/indiserver`` and a second one fails with "bind: Address already
+    in use" - so the tests pass while the Pi's own indiserver runs. The name is abstract (nothing on
+    disk) and short: indiserver cannot bind one longer than 107 bytes (a deep tmp_path would not do).
+    ``options`` (e.g. ``("-m", "512")``) go before the drivers, where indiserver reads options."""
+    local = f"/tmp/indiserver-test-{os.getpid()}-{port}"
+    return ["indiserver", "-p", str(port), "-u", local, *options, *drivers]
 
 
 def definitions(raw: bytes) -> dict[str, dict[str, dict[str, str]]]:
