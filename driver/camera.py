@@ -227,6 +227,11 @@ class ZWOCamera:
         return self._absent_model or self.name
 
     @property
+    def configured_only(self) -> bool:
+        """A camera built by `for_absent()` whose unit has not been seen on the bus yet (no SDK facts)."""
+        return self._info is None and self._absent_model is not None
+
+    @property
     def serial(self) -> str | None:
         """The unit's serial number when known."""
         return self._info.serial if self._info is not None and self._info.serial else self._absent_serial

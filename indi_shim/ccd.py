@@ -95,7 +95,9 @@ def device_names(cameras: Sequence[Any], log: logging.Logger) -> list[str]:
     for cam in cameras:
         model = None
         info = getattr(cam, "info", None)
-        if info is None:
+        if info is None and getattr(cam, "configured_only", False):
+            model = cam.model_name  # known from the config, not on the bus: the SDK cannot describe it
+        elif info is None:
             try:
                 info = cam.describe()
             except Exception as exc:  # noqa: BLE001 - an absent camera still gets a device (plugged in later)

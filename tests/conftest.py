@@ -13,12 +13,22 @@ never from ``conftest`` (each test folder may have a conftest of its own).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from support.servers import ServerProcess, start_server
+from support.servers import REPO, ServerProcess, start_server
+
+# pyzwoasi (whose wheel bundles ZWO's real libASICamera2) is installed for the tests only, beside the
+# venv's packages (scripts/bootstrap): the tests and the servers they start see it, while
+# `scripts/serve` from the same .venv still finds no SDK and runs the simulated demo.
+TEST_SDK = REPO / ".venv" / "test-sdk"
+if TEST_SDK.is_dir() and str(TEST_SDK) not in sys.path:
+    sys.path.append(str(TEST_SDK))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(TEST_SDK)) if p)
 
 
 @pytest.fixture(scope="session")

@@ -543,8 +543,8 @@ def test_e2e_alpyca_discovers_and_talks_http(net: netns.Lan) -> None:
         raise AssertionError(f"{e}\n--- server ({'real' if real else 'stand-in'}) log ---\n{log[-4000:]}") from None
     assert sorted(out["v4"]) == [f"10.77.0.1:{port}", f"10.78.0.1:{port}"], (real, out)
     assert out["apiversions"] == {f"10.77.0.1:{port}": [1], f"10.78.0.1:{port}": [1]}
-    # IPv6: whatever is advertised must be reachable (the real server's
-    # default --bind 0.0.0.0 is IPv4-only, so it should advertise nothing).
+    # IPv6: whatever is advertised must be reachable (with the --bind this test gives, IPv4 only,
+    # the real server advertises nothing over IPv6; its default binds both families).
     assert all(v is True for v in out["v6_reachable"].values()), out
     assert all(a.startswith("[fe80::") and a.endswith(f"]:{port}") for a in out["v6"]), out
     if not real:  # the dual-stack stand-in: one link-local answer per link
