@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import string
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ import numpy as np
 
 from driver.models import CaptureWindow, Frame
 
+from .atomic import write_text
 from .fits import build_fits, camera_cards, date_obs
 
 log = logging.getLogger("zwo_alpaca.capture")
@@ -498,18 +498,7 @@ class LoopStore:
                 loops[key] = spec.to_json()
             text = json.dumps({"version": 1, "loops": loops}, indent=2, sort_keys=True) + "\n"
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".capture-loops-", suffix=".tmp", dir=str(self.path.parent))
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                        fh.write(text)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp)
-                    raise
+                write_text(self.path, text, prefix=".capture-loops-")
             except OSError as exc:
                 log.warning("could not save the capture loop state %s: %s", self.path, exc)
 

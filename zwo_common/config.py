@@ -30,11 +30,12 @@ import copy
 import json
 import logging
 import os
-import tempfile
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text
 
 CONFIG_VERSION = 1
 # UniqueIDs are uuid5 of the camera key in this namespace: stable even if the config file is lost.
@@ -112,20 +113,7 @@ class Config:
         with self._lock:
             text = json.dumps(self._data, indent=2, sort_keys=True) + "\n"
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=str(self.path.parent))
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                        fh.write(text)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-                    raise
+                write_text(self.path, text, prefix=".config-")
             except OSError as exc:
                 self._log.warning("could not save config %s: %s", self.path, exc)
 

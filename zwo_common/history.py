@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import weakref
@@ -61,6 +60,8 @@ from driver.events import (
     StateChanged,
 )
 from driver.state import OPEN_STATES, CameraState
+
+from .atomic import write_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from driver import ZWOCamera
@@ -252,20 +253,8 @@ def load_records(path: Path | str) -> list[dict[str, Any]]:
 
 
 def _rewrite(path: Path, lines: list[str]) -> None:
-    """Replace ``path`` with ``lines`` atomically (temp file in the same folder + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".history-", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Replace ``path`` with ``lines`` atomically."""
+    write_text(path, lines, prefix=".history-")
 
 
 # ------------------------------------------------------------------------------------ the history

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -34,6 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+class Server(Protocol):
+    """Where a server answers: a subprocess (`ServerProcess`) or an in-process one (`support.inprocess`)."""
+
+    @property
+    def address(self) -> str: ...
+
+    def url(self, path: str) -> str: ...
+
+    def api(self, n: int, member: str) -> str: ...
 
 
 @dataclass
@@ -158,7 +169,7 @@ def start_server(
     raise RuntimeError(f"server did not answer within {timeout} s:\n{server.log_text()}")
 
 
-def alpaca_put(server: ServerProcess, n: int, member: str, timeout: float = 10.0, **params: object) -> dict:
+def alpaca_put(server: Server, n: int, member: str, timeout: float = 10.0, **params: object) -> dict:
     """PUT a member with exactly-cased parameters; returns the JSON envelope (asserts HTTP 200)."""
     data = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items()}
     r = requests.put(server.api(n, member), data=data, timeout=timeout)
@@ -166,14 +177,14 @@ def alpaca_put(server: ServerProcess, n: int, member: str, timeout: float = 10.0
     return r.json()
 
 
-def alpaca_get(server: ServerProcess, n: int, member: str, timeout: float = 10.0, **params: Any) -> dict:
+def alpaca_get(server: Server, n: int, member: str, timeout: float = 10.0, **params: Any) -> dict:
     """GET a member; returns the JSON envelope (asserts HTTP 200)."""
     r = requests.get(server.api(n, member), params=params, timeout=timeout)
     assert r.status_code == 200, f"GET {member} -> {r.status_code}: {r.text}"
     return r.json()
 
 
-def reset_camera(server: ServerProcess, n: int, connected: bool = True) -> None:
+def reset_camera(server: Server, n: int, connected: bool = True) -> None:
     """Put a shared camera back to a known state: connected, idle, full frame, bin 1, mode 0."""
     alpaca_put(server, n, "connected", Connected=True)
     alpaca_put(server, n, "abortexposure")

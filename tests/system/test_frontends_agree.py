@@ -1,10 +1,11 @@
 """The core is the only validator: Alpaca, INDI and the web page refuse the same values alike.
 
-One ``zwo-alpaca serve`` serves the same simulated cameras over Alpaca (HTTP PUT), INDI (a raw
-socket client) and the web page's JSON API. For each kind of out-of-range value - exposure
-duration, binning, subframe, cooler set point, guide pulse duration, gain - every front end must
-refuse it, and the range it quotes (the core's message from ``"valid "`` on, docs/architecture.md)
-must be the same text everywhere: no front end holds a second bound with its own wording.
+One ``zwo-alpaca serve``, in this process (nothing here needs a process of its own), serves the same
+simulated cameras over Alpaca (HTTP PUT), INDI (a raw socket client) and the web page's JSON API.
+For each kind of out-of-range value - exposure duration, binning, subframe, cooler set point, guide
+pulse duration, gain - every front end must refuse it, and the range it quotes (the core's message
+from ``"valid "`` on, docs/architecture.md) must be the same text everywhere: no front end holds a
+second bound with its own wording.
 
 Also: ``StartExposure(Duration=0, Light=false)`` through Alpaca, the ASCOM form of a bias request,
 takes a dark at the camera's shortest exposure (docs/alpaca.md: the duration range is 0..ExposureMax).
@@ -23,7 +24,8 @@ import pytest
 import requests
 
 from support.indi_client import DEV120, DEV294, RawIndi
-from support.servers import ServerProcess, alpaca_get, alpaca_put, free_port, reset_camera, start_server, wait_port
+from support.inprocess import serve_in_process
+from support.servers import Server, alpaca_get, alpaca_put, reset_camera, wait_port
 
 COLOR, MONO = 0, 1  # Alpaca device numbers = web page camera numbers (ASI294MC Pro, ASI120MM Mini)
 INDI_DEVICE = {COLOR: DEV294, MONO: DEV120}
@@ -36,33 +38,32 @@ _MESSAGE = re.compile(rb'message="([^"]*)"')
 class Rig:
     """The server and one INDI connection that has connected both cameras."""
 
-    server: ServerProcess
+    server: Server
     indi: RawIndi
     csrf: str
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    indi_port = free_port()
-    server = start_server(tmp_path_factory.mktemp("agree"), "--indi-port", str(indi_port))
-    indi = None
-    try:
-        wait_port(indi_port)
-        for n in (COLOR, MONO):
-            alpaca_put(server, n, "connected", Connected=True)
-        indi = RawIndi(indi_port)
-        indi.send('<getProperties version="1.7"/>')
-        for dev in (DEV294, DEV120):
-            indi.send(f'<newSwitchVector device="{dev}" name="CONNECTION"><oneSwitch name="CONNECT">On'
-                      '</oneSwitch></newSwitchVector>')
-        indi.wait_for(b'name="CCD_CONTROLS"', 15)
-        indi.wait_for(b'name="TELESCOPE_TIMED_GUIDE_NS"', 15)
-        csrf = requests.get(server.url("/setup/v1/camera/0/status.json"), timeout=5).json()["csrf"]
-        yield Rig(server, indi, csrf)
-    finally:
-        if indi is not None:
-            indi.close()
-        server.stop()
+    with serve_in_process(tmp_path_factory.mktemp("agree"), indi=True) as server:
+        assert server.indi_port is not None
+        indi = None
+        try:
+            wait_port(server.indi_port)
+            for n in (COLOR, MONO):
+                alpaca_put(server, n, "connected", Connected=True)
+            indi = RawIndi(server.indi_port)
+            indi.send('<getProperties version="1.7"/>')
+            for dev in (DEV294, DEV120):
+                indi.send(f'<newSwitchVector device="{dev}" name="CONNECTION"><oneSwitch name="CONNECT">On'
+                          '</oneSwitch></newSwitchVector>')
+            indi.wait_for(b'name="CCD_CONTROLS"', 15)
+            indi.wait_for(b'name="TELESCOPE_TIMED_GUIDE_NS"', 15)
+            csrf = requests.get(server.url("/setup/v1/camera/0/status.json"), timeout=5).json()["csrf"]
+            yield Rig(server, indi, csrf)
+        finally:
+            if indi is not None:
+                indi.close()
 
 
 def range_text(message: str) -> str:

@@ -15,10 +15,7 @@ the body timeout are also checked with small values on a server run in this proc
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +24,8 @@ import pytest
 import requests
 
 from alpaca_server import limits
-from support.servers import ServerProcess, free_port, start_server
+from support.inprocess import serve_in_process
+from support.servers import ServerProcess, start_server
 
 
 @pytest.fixture(scope="module")
@@ -157,45 +155,12 @@ def test_connection_flood_is_refused_cleanly(srv: ServerProcess) -> None:
 # ------------------------------------------------------------------- small limits, in-process
 @pytest.fixture
 def small(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """serve_forever in a thread with a cap of 8 connections and a 0.5 s body timeout; its port."""
-    from driver import simulator
-    from zwo_runtime import serve
-    from zwo_runtime.runtime import Runtime
-
+    """The server in this process with a cap of 8 connections and a 0.5 s body timeout; its port."""
     monkeypatch.setattr(limits, "MAX_CONNECTIONS", 8)
     monkeypatch.setattr(limits, "BODY_TIMEOUT_S", 0.5)
     monkeypatch.setenv("ZWO_ALPACA_SIM_LOCK_DIR", str(tmp_path / "locks"))
-    port = free_port()
-    args = argparse.Namespace(simulator="asi120mm-mini", sdk=None, bind="127.0.0.1", port=port, indi_port=0,
-                              no_discovery=True, discovery_port=0, config=str(tmp_path / "config.json"))
-    runtime = Runtime.open(simulator=args.simulator, sdk_path=args.sdk, config_path=args.config)
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(serve.serve_forever(args, runtime))
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(asyncio.wait([task]))
-        rest = asyncio.all_tasks(loop)
-        for t in rest:
-            t.cancel()
-        if rest:
-            loop.run_until_complete(asyncio.wait(rest, timeout=2))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/management/apiversions", timeout=1)
-            break
-        except requests.RequestException:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    yield port
-    loop.call_soon_threadsafe(task.cancel)
-    thread.join(5)
-    loop.close()
-    runtime.close()
-    simulator.uninstall()
+    with serve_in_process(tmp_path, simulator="asi120mm-mini") as server:
+        yield server.port
 
 
 def test_small_cap_refuses_and_recovers(small: int) -> None:
