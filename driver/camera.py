@@ -1104,24 +1104,29 @@ class ZWOCamera:
             seq = self._frame_seq + 1
             temp = self._temperature
             start = self._last_start or _utcnow()
+            gain, offset = self._reported("gain", st), self._reported("offset", st)
         return Frame(
             data=arr, seq=seq, start_time=start, duration=duration, light=light, bin=st.bin,
             start_x=st.start_x, start_y=st.start_y, width=roi.width, height=roi.height, image_type=st.image_type,
-            bit_depth=info.bit_depth, gain=self.reported("gain"), offset=self.reported("offset"), temperature=temp,
+            bit_depth=info.bit_depth, gain=gain, offset=offset, temperature=temp,
             camera_name=info.name, bayer_pattern=info.bayer_pattern if info.is_color and st.bin == 1 else None,
             bayer_offset_x=bx, bayer_offset_y=by)
 
     def reported(self, setting: str) -> int | None:
         """A control setting ("gain", "offset") as clients and frame metadata report it: what the SDK
         holds (read back after setting), else the stored value, else the control's default."""
-        held = self.held(setting)
+        with self._lock:
+            return self._reported(setting, self._settings)
+
+    def _reported(self, setting: str, st: CameraSettings) -> int | None:
+        held = self._held.get(setting)
         if held is not None:
             return held
-        stored = getattr(self.settings, setting)
+        stored = getattr(st, setting)
+        if stored is not None:
+            return int(stored)
         spec = C.spec_for_setting(setting)
-        if stored is not None or spec is None:
-            return int(stored) if stored is not None else None
-        return self._default(spec)
+        return self._default(spec) if spec is not None else None
 
     def _default(self, cname: C.ControlSpec) -> int | None:
         ctl = self._control(cname)

@@ -23,39 +23,21 @@ from pathlib import Path
 
 import requests
 
-from support.servers import DEFAULT_SIMULATOR, free_port
+from support.servers import DEFAULT_SIMULATOR, Server, free_port
 
 #: How long start-up and shutdown may take before the helper gives up.
 START_TIMEOUT_S, STOP_TIMEOUT_S = 15.0, 5.0
 
 
 @dataclass
-class InProcessServer:
-    """Where an in-process server answers: the same address helpers as `support.servers.ServerProcess`."""
+class InProcessServer(Server):
+    """Where an in-process server answers (the address helpers are `support.servers.Server`'s)."""
 
     host: str
     port: int
     workdir: Path
     config_path: Path
     indi_port: int | None = None
-
-    @property
-    def base_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def address(self) -> str:
-        """``host:port`` (what alpyca's device classes take)."""
-        return f"{self.host}:{self.port}"
-
-    def url(self, path: str) -> str:
-        """Absolute URL of ``path``."""
-        return self.base_url + path
-
-    def api(self, n: int, member: str) -> str:
-        """URL of a camera member, e.g. ``api(0, "connected")``."""
-        return self.url(f"/api/v1/camera/{n}/{member}")
 
 
 @contextmanager

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import requests
 
@@ -36,28 +36,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-class Server(Protocol):
-    """Where a server answers: a subprocess (`ServerProcess`) or an in-process one (`support.inprocess`)."""
+class Server:
+    """Where a server answers, from its ``host`` and ``port``: a subprocess (`ServerProcess`) or an
+    in-process one (`support.inprocess.InProcessServer`)."""
 
-    @property
-    def address(self) -> str: ...
-
-    def url(self, path: str) -> str: ...
-
-    def api(self, n: int, member: str) -> str: ...
-
-
-@dataclass
-class ServerProcess:
-    """A running ``python -m zwo_runtime serve`` and where to reach it."""
-
-    proc: subprocess.Popen
     host: str
     port: int
-    workdir: Path
-    log_path: Path
-    config_path: Path
-    args: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -76,6 +60,19 @@ class ServerProcess:
     def api(self, n: int, member: str) -> str:
         """URL of a camera member, e.g. ``api(0, "connected")``."""
         return self.url(f"/api/v1/camera/{n}/{member}")
+
+
+@dataclass
+class ServerProcess(Server):
+    """A running ``python -m zwo_runtime serve`` and where to reach it."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    workdir: Path
+    log_path: Path
+    config_path: Path
+    args: list[str] = field(default_factory=list)
 
     def log_text(self) -> str:
         """Everything the server has logged so far."""
