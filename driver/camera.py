@@ -145,6 +145,8 @@ class ZWOCamera:
         self._last_duration: float | None = None
         self._last_frame: Frame | None = None
         self._frame_seq = 0
+        # True only in the block that publishes a frame; False from every new exposure or connection.
+        self._image_ready = False
         self._buffers: list[bytearray] = []
         self._buffer_turn = 0
         # continuous capture and schedule
@@ -372,8 +374,7 @@ class ZWOCamera:
                 state=state,
                 connected=self._want_connected,
                 connecting=self._busy_op > 0 or state in (S.CONNECTING, S.DISCONNECTING),
-                image_ready=self._last_frame is not None and state not in (S.EXPOSING, S.READING)
-                and self._image_ready,
+                image_ready=self._image_ready,
                 percent_completed=pct,
                 last_exposure_start=self._last_start,
                 last_exposure_duration=self._last_duration,
@@ -391,8 +392,6 @@ class ZWOCamera:
                 time_left=time_left,
                 awaiting_plug=self._awaiting_plug,
             )
-
-    _image_ready = False
 
     def _status_text(self, state: CameraState) -> str:
         if state == S.EXPOSING:
@@ -1001,12 +1000,15 @@ class ZWOCamera:
 
     def _on_exposure_stop(self, handle: Any) -> bool:
         """A stop request reached the exposure thread: True to discard, False to end early and keep."""
-        if not self._exp_keep:
-            return True
+        # Taken under the lock: an abort or a teardown arriving during the SDK call below sets the
+        # event again (and keep False), so the next poll discards the frame instead of losing it.
+        with self._lock:
+            if not self._exp_keep:
+                return True
+            self._exp_keep = False
+            self._exp_cancel.clear()
+            self._exp_stopped_early = True
         self._call("stop exposure", handle.stop_exposure)
-        self._exp_cancel.clear()
-        self._exp_keep = False
-        self._exp_stopped_early = True
         return False
 
     def _exposed(self) -> None:

@@ -106,9 +106,3 @@ def adjustable(controls: Mapping[str, ControlInfo] | None) -> list[ControlInfo]:
             continue
         out.append(ctl)
     return out
-
-
-def is_bool(sdk_name: str) -> bool:
-    """Whether the control is an on/off switch in the product's settings."""
-    s = spec(sdk_name)
-    return bool(s and s.kind == "bool")

@@ -43,6 +43,7 @@ def wait_exposed(call: Callable[..., Any], handle: Any, duration: float, nbytes:
     """
     zwo = _zwo.zwoasi()
     deadline = started() + deadline_for(duration, nbytes)
+    exposed_told = on_exposed is None
     while True:
         remaining = duration - (time.monotonic() - started())
         stop.wait(min(POLL_MAX_S, max(POLL_MIN_S, remaining)) if remaining > 0 else POLL_MIN_S)
@@ -51,7 +52,9 @@ def wait_exposed(call: Callable[..., Any], handle: Any, duration: float, nbytes:
         status = int(call("exposure status", handle.get_exposure_status))
         if status != zwo.ASI_EXP_WORKING:
             return status
-        if on_exposed is not None and time.monotonic() - started() >= duration:
+        if not exposed_told and time.monotonic() - started() >= duration:
+            exposed_told = True
+            assert on_exposed is not None
             on_exposed()
         if time.monotonic() > deadline:
             raise SdkError(f"{name}: exposure did not complete within {deadline - started():.0f} s")

@@ -88,8 +88,3 @@ _BY_NORM = {_norm(k): v for k, v in _FACTS.items()}
 def facts(model: str) -> ModelFacts:
     """The facts for `model` ("ASI294MC Pro" or "ZWO ASI294MC Pro"); empty facts when unknown."""
     return _BY_NORM.get(_norm(model), _UNKNOWN)
-
-
-def known_models() -> list[str]:
-    """Every model the table has facts for."""
-    return list(_FACTS)
