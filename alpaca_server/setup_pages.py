@@ -454,7 +454,7 @@ def _parse_window(text: str) -> Any:
     from driver import CaptureWindow  # noqa: PLC0415 - imported late: `zwo-alpaca --help` needs no driver
 
     try:
-        return CaptureWindow.parse(text.replace(" ", ""))
+        return CaptureWindow.parse(text)  # spaces around the times are the parser's to allow
     except CameraError as exc:
         raise ValueError(exc.message) from None
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 __all__ = ["__version__"]
 
-try:  # the installed distribution's version, so DRIVER_VERSION matches what the user installed
-    from importlib.metadata import version as _dist_version
+from zwo_common.version import package_version
 
-    __version__ = _dist_version("zwo-alpaca")
-except Exception:  # noqa: BLE001  # pragma: no cover - running from a source tree without metadata
-    __version__ = "0.1.0"
+# The installed distribution's version, so DRIVER_VERSION matches what the user installed.
+__version__ = package_version()

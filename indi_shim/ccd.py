@@ -41,6 +41,7 @@ from driver.errors import (
     SdkError,
 )
 from driver.events import Exposure, ExposureEnded, ExposureOutcome, ExposureStarted, StateChanged
+from driver.models import BAYER_NAMES
 from driver.state import CameraState
 from zwo_common.fits import build_fits, camera_cards, valid_keyword
 
@@ -715,13 +716,11 @@ class CcdDevice(PropertyDevice):
     async def _set_frame(self, x: int, y: int, w: int, h: int, b: int) -> None:
         """Set CCD_FRAME (unbinned pixels) and binning in the core (binned pixels), which checks them
         as one subframe against the binned sensor."""
-        if b < 1:  # no binned pixels to convert to; the core refuses it with the valid binnings
-            await self.server.call(lambda: self.cam.configure(bin=b))
-            return
+        d = max(b, 1)  # only for the conversion: the core refuses a binning below 1 with the valid ones
         fw, fh = self._full()
-        full = x == 0 and y == 0 and w >= (fw // b) * b and h >= (fh // b) * b
-        width, height = (None, None) if full else (w // b, h // b)
-        await self.server.call(lambda: self.cam.set_subframe(x // b, y // b, width, height, bin=b))
+        full = x == 0 and y == 0 and w >= (fw // d) * d and h >= (fh // d) * d
+        width, height = (None, None) if full else (w // d, h // d)
+        await self.server.call(lambda: self.cam.set_subframe(x // d, y // d, width, height, bin=b))
 
     def _publish_frame(self) -> None:
         frame = self.vector("CCD_FRAME")
@@ -753,8 +752,8 @@ class CcdDevice(PropertyDevice):
         b = int(values.get("HOR_BIN", values.get("VER_BIN", 1)))
         x, y, w, h, _ = self.frame_values()
         # Keep the frame in unbinned pixels (as indi_asi does); shrink it to whole binned pixels.
-        if b >= 1:
-            x, y, w, h = x - x % b, y - y % b, max(b, w - w % b), max(b, h - h % b)
+        d = max(b, 1)
+        x, y, w, h = x - x % d, y - y % d, max(d, w - w % d), max(d, h - h % d)
         await self._set_frame(x, y, w, h, b)
         self._publish_frame()
 
@@ -931,8 +930,9 @@ class CcdDevice(PropertyDevice):
         for k in ("CFA_OFFSET_X", "CFA_OFFSET_Y"):
             if k in values and values[k].strip() not in ("0", "1"):
                 raise Reject(f"CCD_CFA.{k} must be 0 or 1, got {values[k][:20]!r}")
-        if "CFA_TYPE" in values and values["CFA_TYPE"].strip().upper() not in ("RGGB", "BGGR", "GRBG", "GBRG"):
-            raise Reject(f"CCD_CFA.CFA_TYPE must be RGGB, BGGR, GRBG or GBRG, got {values['CFA_TYPE'][:20]!r}")
+        if "CFA_TYPE" in values and values["CFA_TYPE"].strip().upper() not in BAYER_NAMES.values():
+            raise Reject(f"CCD_CFA.CFA_TYPE must be one of {', '.join(BAYER_NAMES.values())}, "
+                         f"got {values['CFA_TYPE'][:20]!r}")
         for k, v in values.items():
             vec.text(k).value = v.strip().upper() if k == "CFA_TYPE" else v.strip()
         self._cfa_override = True

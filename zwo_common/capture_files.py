@@ -39,6 +39,7 @@ from driver.models import CaptureWindow, Frame
 
 from .atomic import write_text
 from .fits import build_fits, camera_cards, date_obs
+from .version import package_version
 
 log = logging.getLogger("zwo_alpaca.capture")
 
@@ -76,16 +77,6 @@ class CaptureSetupError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # FITS cards and files
 # ---------------------------------------------------------------------------------------------
-
-def package_version() -> str:
-    """The installed zwo-alpaca version ("0" in a source tree without metadata)."""
-    try:
-        from importlib.metadata import version  # noqa: PLC0415
-
-        return version("zwo-alpaca")
-    except Exception:  # noqa: BLE001 - running from a source tree without installed metadata
-        return "0"
-
 
 def fits_cards(frame: Frame, *, pixel_size_um: float | None, set_temp: float | None = None,
                written: _dt.datetime | None = None) -> list[tuple[str, object, str]]:

@@ -21,11 +21,11 @@ import sys
 import threading
 import time
 from collections.abc import Collection, Sequence
-from importlib import metadata
 from typing import Any
 
 from zwo_common.config import Config
 from zwo_common.threads import in_daemon_thread
+from zwo_common.version import package_version
 
 from . import hotplug
 from .cameras import CameraSet, open_cameras
@@ -36,14 +36,6 @@ log = logging.getLogger("zwo_alpaca")
 SHUTDOWN_BUDGET_S = 2.0
 SDK_WORKERS = 8
 CODEC_WORKERS = 2
-
-
-def package_version() -> str:
-    """The installed zwo-alpaca version (``0.1.0`` when running from a source tree)."""
-    try:
-        return metadata.version("zwo-alpaca")
-    except metadata.PackageNotFoundError:
-        return "0.1.0"
 
 
 class Runtime:
