@@ -1,8 +1,9 @@
-"""Build hook for the one compiled piece: the cache-blocked frame transpose (alpaca_server/_transpose.c).
+"""Build hook for the compiled pieces: the cache-blocked frame transpose (alpaca_server/_transpose.c) and
+the Rice coder of compressed FITS (zwo_common/_rice.c).
 
-Everything else is declared in setup.cfg. The extension is optional: without a C compiler and the
-Python headers the install still succeeds and imagecodec transposes with numpy (slower; see
-docs/performance.md).
+Everything else is declared in setup.cfg. The extensions are optional: without a C compiler and the
+Python headers the install still succeeds, imagecodec transposes and fpack Rice-codes with numpy
+(slower; see docs/performance.md).
 """
 
 from setuptools import Extension, setup
@@ -14,6 +15,12 @@ setup(
             sources=["alpaca_server/_transpose.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "zwo_common._rice",
+            sources=["zwo_common/_rice.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from driver.bayer import shifted as bayer_shifted
 from driver.events import ExposureEnded
 from driver.model_facts import facts as model_facts
 from zwo_common import history
@@ -492,7 +493,11 @@ class CameraDevice:
         info = self.info
         if not info.is_color:
             raise not_implemented("BayerOffset (monochrome sensor)")
-        return BAYER_OFFSETS.get((info.bayer_pattern or "RGGB").upper(), (0, 0))
+        # The core's phase of the whole sensor as read with the current flip (ASCOM's offsets do not
+        # follow the subframe); the flip turns RGGB into GRBG, GBRG or BGGR, i.e. other offsets.
+        phase = self.cam.bayer_phase(full_frame=True)
+        pattern = bayer_shifted(*phase) if phase else (info.bayer_pattern or "RGGB")
+        return BAYER_OFFSETS.get(pattern.upper(), (0, 0))
 
     def get_cameraxsize(self, req: AlpacaRequest) -> Any:
         """CameraXSize: sensor width in unbinned pixels."""

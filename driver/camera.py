@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import _zwo, controls, model_facts, registry, validation
+from . import bayer as _bayer
 from . import roi as _roi
 from . import sdk as _sdk
 from .errors import (
@@ -72,6 +73,15 @@ C = controls
 #: What a teardown reports as the reason an exposure in flight ended.
 DISCONNECTED_REASON = "the camera was disconnected"
 OFF_PEAK_REASON = "the camera was released for the off-peak period"
+#: Settings that start, move or stop the cooler ramp when they change.
+RAMP_SETTINGS = frozenset({"target_temperature", "cooler_on", "ramp_slope"})
+
+
+def _ramp_step(setpoint: float, goal: float, max_change: float) -> float:
+    """`setpoint` moved toward `goal` by at most `max_change` (C)."""
+    if abs(goal - setpoint) <= max_change:
+        return goal
+    return setpoint + max_change if goal > setpoint else setpoint - max_change
 
 
 def _norm(name: str) -> str:
@@ -165,6 +175,15 @@ class ZWOCamera:
         self._cooler_on: bool | None = None
         self._guide_until: dict[int, float] = {}
         self._guide_timers: dict[int, threading.Timer] = {}
+        # cooler ramp (while connected) and warm-up (after a disconnect that asked for it)
+        self._ramp_thread: threading.Thread | None = None
+        self._ramp_stop = threading.Event()
+        self._ramp_setpoint: float | None = None  # the step the SDK's TargetTemp is at (a float; the SDK rounds)
+        self._warm_thread: threading.Thread | None = None
+        self._warm_stop = threading.Event()
+        self._warm_cooler_off = True  # how a warm-up that is cut short ends: cooler off, or left to a new connect
+        # fast exposure: exposures still to start, each as soon as the one before is read out
+        self._repeat_left = 0
         self._counters: collections.Counter[str] = collections.Counter()
         self._listeners: list[Callable[[CoreEvent], None]] = []
         registry.track(self)
@@ -370,6 +389,11 @@ class ZWOCamera:
                 pct, time_left = 100, 0.0
             elif state == S.IMAGE_READY:
                 pct = 100
+            st = self._settings
+            reached: bool | None = None
+            if st.cooler_on and st.target_temperature is not None and self._temperature is not None \
+                    and state in OPEN_STATES:
+                reached = abs(self._temperature - st.target_temperature) <= st.ramp_threshold
             return CameraStatus(
                 state=state,
                 connected=self._want_connected,
@@ -391,6 +415,8 @@ class ZWOCamera:
                 exposure=self._exposure,
                 time_left=time_left,
                 awaiting_plug=self._awaiting_plug,
+                ramp_setpoint=self._ramp_setpoint if state in OPEN_STATES or state == S.WARMING else None,
+                temperature_reached=reached,
             )
 
     def _status_text(self, state: CameraState) -> str:
@@ -404,6 +430,8 @@ class ZWOCamera:
             return f"Error: {self._error or 'camera failed'}; reconnecting{extra}"
         if state == S.CAPTURING:
             return "Capturing"
+        if state == S.WARMING:
+            return "Disconnected (warming the sensor up before releasing the camera)"
         return {S.DISCONNECTED: "Disconnected", S.CONNECTING: "Connecting", S.IDLE: "Idle",
                 S.READING: "Reading out", S.IMAGE_READY: "Image ready",
                 S.DISCONNECTING: "Disconnecting"}.get(state, str(state.value))
@@ -455,11 +483,53 @@ class ZWOCamera:
             raise NotSupportedError(f"{self.name} has no control {name!r}")
         return int(self._call(f"read {name}", handle.get_control_value, ctype)[0])
 
-    def _set_control(self, handle: Any, key: str | C.ControlSpec, value: int) -> None:
+    def _set_control(self, handle: Any, key: str | C.ControlSpec, value: int, auto: bool = False) -> None:
         ctl = self._control(key)
         if ctl is None:
             return
-        self._call(f"set {ctl.name}={value}", handle.set_control_value, ctl.control_type, int(value))
+        what = f"set {ctl.name}={value}" + (" (auto)" if auto else "")
+        self._call(what, handle.set_control_value, ctl.control_type, int(value), bool(auto))
+
+    def control_auto(self, name: str) -> bool:
+        """Whether the SDK runs the control `name` automatically now (its read-back auto flag)."""
+        handle = self._require_handle()
+        ctype = self._control_type(name)
+        if ctype is None:
+            raise NotSupportedError(f"{self.name} has no control {name!r}")
+        return bool(self._call(f"read {name}", handle.get_control_value, ctype)[1])
+
+    def set_auto(self, name: str, on: bool) -> None:
+        """Let the SDK run the control `name` automatically (controls it marks IsAutoSupported), or stop.
+
+        The choice persists like the other settings and is reapplied after every reconnect; setting
+        the control's value (`set_control`, `configure`) takes it back to manual, as in the SDK.
+        """
+        ctl = self._control(name)
+        if ctl is None:
+            if self._info is None or self._info.controls is None:
+                raise NotConnectedError(f"{self.name}: controls are known once the camera has been connected")
+            raise NotSupportedError(f"{self.name} has no control {name!r}")
+        autos = [c.name for c in C.auto_capable(self._info.controls if self._info else None)]
+        if ctl.name not in autos:
+            raise NotSupportedError(f"{ctl.name} has no automatic mode on {self.name}: valid "
+                                    f"{', '.join(autos) or 'none'}")
+        with self._lock:
+            if on:
+                self._settings.auto_controls[ctl.name] = True
+            else:
+                self._settings.auto_controls.pop(ctl.name, None)
+            handle = self._handle if self._sm.state in OPEN_STATES else None
+        if handle is not None:
+            # The SDK takes a value with the flag; the one it holds now keeps manual mode where it was.
+            value = int(self._call(f"read {ctl.name}", handle.get_control_value, ctl.control_type)[0])
+            self._set_control(handle, ctl.name, value, auto=bool(on))
+        self._publish(SettingsChanged({f"auto:{ctl.name}": bool(on)}))
+
+    def _manual(self, names: set[str]) -> None:
+        """Controls given a value go back to manual (the SDK's auto flag is cleared with every value set)."""
+        with self._lock:
+            for cname in names:
+                self._settings.auto_controls.pop(cname, None)
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> None:
@@ -468,10 +538,16 @@ class ZWOCamera:
         Raises CameraGoneError when the camera is absent, SdkError when it cannot be opened (e.g. it
         is busy in another program); the state is then Disconnected again.
         """
+        if self._sm.state == S.WARMING:
+            # A warm-up after the last disconnect still holds the camera: it lets go (the cooler stays
+            # as it is; the settings applied below switch it on again and ramp from where it is).
+            self._finish_warmup(cooler_off=False)
         with self._lock:
             state = self._sm.state
             if self._want_connected and state not in (S.DISCONNECTED,):
                 return  # already connected, reconnecting, or off-peak: the intent is already set
+            if state == S.WARMING:
+                raise InvalidOperationError(f"{self.name}: still warming up after the last disconnect; try again")
             if state == S.DISCONNECTING:
                 self._lock.wait_for(lambda: self._sm.state != S.DISCONNECTING, timeout=2.0)
                 if self._sm.state != S.DISCONNECTED:
@@ -561,7 +637,7 @@ class ZWOCamera:
                     max=int(caps["MaxValue"]), default=int(caps["DefaultValue"]),
                     auto_supported=bool(caps["IsAutoSupported"]), writable=bool(caps["IsWritable"]),
                     control_type=int(caps["ControlType"]))
-            exp = controls.get(C.EXPOSURE)
+            exp = C.find(controls, C.EXPOSURE)  # keyed by SDK name: a ControlSpec key never matched
             info = replace(info, serial=serial, controls=controls,
                            exposure_min_s=exp.min / 1e6 if exp else info.exposure_min_s,
                            exposure_max_s=exp.max / 1e6 if exp else info.exposure_max_s,
@@ -661,6 +737,9 @@ class ZWOCamera:
         """
         st = self.settings
         info = self._info
+        if keys is None or keys & RAMP_SETTINGS:
+            # Before the cooler is switched on, so it starts from the ramp's first step.
+            self._ramp_restart(handle)
         for key in C.CONTROL_SETTINGS:
             spec = C.spec_for_setting(key)
             value = getattr(st, key)
@@ -668,14 +747,196 @@ class ZWOCamera:
                 continue
             if spec in (C.TARGET_TEMP, C.COOLER_ON) and not (info and info.has_cooler):
                 continue
-            self._set_control(handle, spec, int(round(value)) if key == "target_temperature" else int(value))
+            if spec is C.TARGET_TEMP:
+                continue  # the ramp gives the SDK its setpoint (`_ramp_restart`)
+            self._set_control(handle, spec, int(value))
         for cname, value in st.extra_controls.items():
             if keys is None or cname in keys:
                 self._set_control(handle, cname, value)
+        if keys is None:  # a (re)connect: the controls the SDK ran automatically run so again
+            for cname, on in st.auto_controls.items():
+                ctl = self._control(cname)
+                if on and ctl is not None:
+                    value = int(self._call(f"read {cname}", handle.get_control_value, ctl.control_type)[0])
+                    self._set_control(handle, cname, value, auto=True)
         if keys is not None and "cooler_on" in keys:
             with self._lock:
                 self._cooler_on = st.cooler_on
         self._read_back(handle, keys)
+
+    # ------------------------------------------------------------------ cooler ramp and warm-up
+    #: How often the ramp moves the SDK's cooler target (the SDK takes whole degrees).
+    RAMP_TICK_S = 0.25
+    #: The warm-up's slope when the ramp is off (C/min): gentle, as the ramp exists to be.
+    WARMUP_DEFAULT_SLOPE = 5.0
+    #: The longest a warm-up holds the camera after a disconnect; then the cooler goes off regardless.
+    WARMUP_MAX_S = 900.0
+    #: The cooler must idle this long (power ~0 with the setpoint at or above the sensor) to end a warm-up.
+    WARMUP_SETTLE_S = 1.0
+    #: How long a connect or a second disconnect waits for a warm-up thread to let go of the camera.
+    WARMUP_JOIN_S = 2.0
+
+    def _ramp_restart(self, handle: Any) -> None:
+        """The setpoint, the cooler switch or the slope changed: give the SDK its cooler target.
+
+        Without a ramp (slope 0, or the cooler off) the SDK gets the setpoint itself. With one, the
+        target starts at the sensor's temperature now and the ramp thread moves it toward the
+        setpoint at the slope (libindi's CCD_TEMP_RAMP), whichever front end set it.
+        """
+        info = self._info
+        if info is None or not info.has_cooler or self._control(C.TARGET_TEMP) is None:
+            return
+        st = self.settings
+        goal = st.target_temperature
+        if goal is None:
+            return
+        start = goal
+        if st.ramp_slope > 0 and st.cooler_on:
+            self._read_telemetry(handle)
+            with self._lock:
+                current = self._temperature
+            start = goal if current is None else current
+        with self._lock:
+            self._ramp_setpoint = start
+        self._set_control(handle, C.TARGET_TEMP, int(round(start)))
+        if start != goal:
+            self._start_ramp(handle)
+
+    def _start_ramp(self, handle: Any) -> None:
+        with self._lock:
+            if self._ramp_thread is not None and self._ramp_thread.is_alive():
+                return  # it reads the new setpoint on its next step
+            self._ramp_stop = threading.Event()
+            thread = threading.Thread(target=self._ramp_loop, args=(handle, self._ramp_stop),
+                                      name=f"{self.name}-ramp", daemon=True)
+            self._ramp_thread = thread
+        thread.start()
+
+    def _ramp_loop(self, handle: Any, stop: threading.Event) -> None:
+        """Move the SDK's cooler target toward the setpoint at the slope until it gets there."""
+        last = time.monotonic()
+        sent = None
+        try:
+            while not stop.wait(self.RAMP_TICK_S):
+                now = time.monotonic()
+                with self._lock:
+                    st = self._settings
+                    setpoint, goal = self._ramp_setpoint, st.target_temperature
+                    if self._handle is not handle or goal is None or setpoint is None or not st.cooler_on:
+                        return
+                    slope = st.ramp_slope
+                    setpoint = goal if slope <= 0 else _ramp_step(setpoint, goal, slope * (now - last) / 60.0)
+                    self._ramp_setpoint = setpoint
+                last = now
+                if int(round(setpoint)) != sent:
+                    sent = int(round(setpoint))
+                    self._set_control(handle, C.TARGET_TEMP, sent)
+                if setpoint == goal:
+                    return
+        except CameraGoneError as exc:
+            self._fault("cooler ramp", exc, handle)
+        except CameraError as exc:
+            self.log.warning("%s: cooler ramp stopped: %s", self.name, exc.message)
+            self._publish(ErrorReported(f"cooler ramp stopped: {exc.message}"))
+        finally:
+            with self._lock:
+                if self._ramp_thread is threading.current_thread():
+                    self._ramp_thread = None
+
+    def _stop_ramp(self) -> None:
+        """Stop the ramp thread (bounded); the SDK keeps the target it was last given."""
+        with self._lock:
+            thread = self._ramp_thread
+            self._ramp_stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0 + self.RAMP_TICK_S)
+
+    def _wants_warmup(self, state: CameraState) -> bool:
+        """Under the lock: a disconnect now should warm the sensor up first (asked for, and cooling)."""
+        info = self._info
+        return bool(self._settings.warm_at_disconnect and info is not None and info.has_cooler
+                    and self._handle is not None and state in OPEN_STATES
+                    and (self._cooler_on or self._settings.cooler_on))
+
+    def _warm_loop(self, handle: Any, stop: threading.Event) -> None:
+        """After a disconnect: raise the cooler target at the slope until the cooler idles, then switch
+        it off and close the camera. Bounded by WARMUP_MAX_S; `stop` cuts it short (a connect taking
+        over, a second disconnect, process exit)."""
+        began = last = time.monotonic()
+        slope = self._settings.ramp_slope or self.WARMUP_DEFAULT_SLOPE
+        ctl = self._control(C.TARGET_TEMP)
+        top = float(ctl.max) if ctl is not None else self.DEFAULT_SETPOINT_RANGE[1]
+        sent: int | None = None
+        why = "the cooler is idle"
+        try:
+            self._read_telemetry(handle)
+            with self._lock:
+                setpoint = self._temperature if self._temperature is not None else top
+                self._ramp_setpoint = setpoint
+            quiet_since: float | None = None
+            while not stop.wait(self.RAMP_TICK_S):
+                now = time.monotonic()
+                if now - began > self.WARMUP_MAX_S:
+                    why = f"the warm-up reached its limit of {self.WARMUP_MAX_S:.0f} s"
+                    break
+                setpoint = _ramp_step(setpoint, top, slope * (now - last) / 60.0)
+                last = now
+                with self._lock:
+                    self._ramp_setpoint = setpoint
+                if int(round(setpoint)) != sent:
+                    sent = int(round(setpoint))
+                    self._set_control(handle, C.TARGET_TEMP, sent)
+                self._read_telemetry(handle)
+                with self._lock:
+                    temp, power = self._temperature, self._cooler_power
+                idle = power is not None and power <= 1.0 and (temp is None or setpoint >= temp)
+                quiet_since = (quiet_since or now) if idle else None
+                if quiet_since is not None and now - quiet_since >= self.WARMUP_SETTLE_S:
+                    break
+                if setpoint >= top:
+                    why = "the cooler target reached its maximum"
+                    break
+            else:
+                why = "the warm-up was cut short"
+        except CameraError as exc:
+            why = f"the warm-up failed: {exc.message}"
+        self._end_warmup(handle, why)
+
+    def _end_warmup(self, handle: Any, why: str) -> None:
+        """The warm-up's last act: cooler off (unless a connect takes over), close, Disconnected."""
+        with self._lock:
+            cooler_off = self._warm_cooler_off
+        if cooler_off:
+            try:
+                self._set_control(handle, C.COOLER_ON, 0)
+            except CameraError as exc:
+                self.log.warning("%s: switching the cooler off after the warm-up failed: %s", self.name, exc.message)
+        self._close_handle(handle, "close after warm-up")
+        with self._lock:
+            if self._handle is handle:
+                self._handle = None
+                self._applied_roi = None
+            self._ramp_setpoint = None
+            self._cooler_on = False if cooler_off else self._cooler_on
+            if self._sm.state == S.WARMING:
+                self._to(S.DISCONNECTED)
+            if self._warm_thread is threading.current_thread():
+                self._warm_thread = None
+        registry.closed(self)
+        self.log.info("%s: warm-up ended (%s); cooler %s, camera released", self.name, why,
+                      "off" if cooler_off else "left to the new connection")
+
+    def _finish_warmup(self, cooler_off: bool) -> None:
+        """Cut a warm-up short and wait (bounded) until its thread has released the camera."""
+        with self._lock:
+            thread = self._warm_thread
+            self._warm_cooler_off = cooler_off
+            self._warm_stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.WARMUP_JOIN_S)
+            if thread.is_alive():
+                self.log.warning("%s: warm-up thread still in an SDK call after %.1f s", self.name,
+                                 self.WARMUP_JOIN_S)
 
     def _read_telemetry(self, handle: Any) -> None:
         """Read temperature and cooler state: the cached values polls return, and the health check."""
@@ -706,40 +967,71 @@ class ZWOCamera:
             self._want_connected = False
             self._awaiting_plug = False
             self._capture_intent = None
-            if state == S.DISCONNECTED and self._handle is None:
-                self._supervisor.stop()
-                return
-            if state == S.DISCONNECTING:
-                # another thread is tearing down: wait for it (bounded) rather than racing it
-                self._lock.wait_for(lambda: self._sm.state != S.DISCONNECTING, timeout=2.0)
-                return
-            if state != S.DISCONNECTED:
-                self._to(S.DISCONNECTING)
-        self._teardown(final_state=S.DISCONNECTED if state != S.DISCONNECTED else None)
+            warm = False
+            if state == S.WARMING:
+                warming = True  # a second disconnect (or process exit): end the warm-up now, cooler off
+            else:
+                warming = False
+                if state == S.DISCONNECTED and self._handle is None:
+                    self._supervisor.stop()
+                    return
+                if state == S.DISCONNECTING:
+                    # another thread is tearing down: wait for it (bounded) rather than racing it
+                    self._lock.wait_for(lambda: self._sm.state != S.DISCONNECTING, timeout=2.0)
+                    return
+                warm = self._wants_warmup(state)
+                if state != S.DISCONNECTED:
+                    self._to(S.DISCONNECTING)
+        if warming:
+            self._finish_warmup(cooler_off=True)
+            return
+        if warm:
+            self._teardown(final_state=S.WARMING, keep_handle=True)
+        else:
+            self._teardown(final_state=S.DISCONNECTED if state != S.DISCONNECTED else None)
         self._supervisor.stop()
-        registry.closed(self)
+        if not warm:
+            registry.closed(self)
         self._count("disconnects")
-        self.log.info("%s: disconnected", self.name)
+        self.log.info("%s: disconnected%s", self.name, "; warming the sensor up before releasing it" if warm else "")
         self._publish(Disconnected())
 
     def disconnect(self) -> None:
         """Alias of `disconnect_camera()`."""
         self.disconnect_camera()
 
-    def _teardown(self, final_state: CameraState | None, reason: str = DISCONNECTED_REASON) -> None:
-        """Stop everything and close the handle; `final_state` None leaves the state as it is."""
+    def _teardown(self, final_state: CameraState | None, reason: str = DISCONNECTED_REASON,
+                  keep_handle: bool = False) -> None:
+        """Stop everything and close the handle; `final_state` None leaves the state as it is.
+
+        `keep_handle` (a disconnect that warms the sensor up first) stops everything the same way
+        but leaves the handle open for the warm-up thread, which closes it (`_warm_loop`).
+        """
         handle = self._handle
+        self._step("stop cooler ramp", self._stop_ramp)
         self._step("stop continuous capture", self._stop_capture_thread)
         self._step("abort exposure", self._cancel_exposure, handle, reason)
         self._cancel_guiding(handle)
         if handle is not None:
             self._step("stop video capture", lambda: self._sdk.quiet(handle.stop_video_capture))
-            self._close_handle(handle, "close camera")
+            if not keep_handle:
+                self._close_handle(handle, "close camera")
+        thread: threading.Thread | None = None
         with self._lock:
-            self._handle = None
+            if keep_handle and handle is not None:
+                self._warm_stop = threading.Event()
+                self._warm_cooler_off = True
+                thread = threading.Thread(target=self._warm_loop, args=(handle, self._warm_stop),
+                                          name=f"{self.name}-warmup", daemon=True)
+                self._warm_thread = thread
+            else:
+                self._handle = None
+                self._ramp_setpoint = None
             self._applied_roi = None
             if final_state is not None:
                 self._to(final_state)
+        if thread is not None:
+            thread.start()
 
     def _step(self, step: str, fn: Callable[..., Any], *args: Any) -> None:
         try:
@@ -778,7 +1070,7 @@ class ZWOCamera:
         Subframe and binning are checked again at `start_exposure`, because ASCOM clients set them
         one at a time and an intermediate combination may be out of range.
         """
-        unknown = set(changes) - (set(CameraSettings().__dict__) - {"extra_controls"})
+        unknown = set(changes) - (set(CameraSettings().__dict__) - {"extra_controls", "auto_controls"})
         if unknown:
             raise InvalidValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         info = self._info
@@ -786,6 +1078,9 @@ class ZWOCamera:
         for key, value in changes.items():
             setattr(new, key, value)
         self._validate_settings(new, changes, info)
+        # A control given a value is manual again (the SDK clears its auto flag with every value set).
+        new.auto_controls = {n: on for n, on in new.auto_controls.items()
+                             if C.setting_for(n) not in changes}
         with self._lock:
             self._settings = new
             handle = self._handle if self._sm.state in OPEN_STATES else None
@@ -827,6 +1122,16 @@ class ZWOCamera:
                 raise NotSupportedError(f"{self.name} has no {what}")
         if ("cooler_on" in changes or "target_temperature" in changes) and info is not None and not info.has_cooler \
                 and (st.cooler_on or st.target_temperature is not None):
+            raise NotSupportedError(f"{self.name} has no cooler")
+        if "ramp_slope" in changes:
+            st.ramp_slope = validation.ramp_slope(st.ramp_slope)
+        if "ramp_threshold" in changes:
+            st.ramp_threshold = validation.ramp_threshold(st.ramp_threshold)
+        if "warm_at_disconnect" in changes and not isinstance(st.warm_at_disconnect, bool):
+            raise InvalidValueError(f"warm_at_disconnect {st.warm_at_disconnect!r} is not true or false")
+        wants_cooler = ("ramp_slope" in changes and st.ramp_slope) or \
+            ("warm_at_disconnect" in changes and st.warm_at_disconnect)
+        if info is not None and not info.has_cooler and wants_cooler:
             raise NotSupportedError(f"{self.name} has no cooler")
         if "target_temperature" in changes and st.target_temperature is not None:
             if known:
@@ -892,6 +1197,7 @@ class ZWOCamera:
         if not ctl.writable:
             raise InvalidValueError(f"{name} is read-only on {self.name}")
         value = validation.control(name, value, ctl)
+        self._manual({ctl.name})
         with self._lock:
             self._settings.extra_controls[name] = value
             handle = self._handle if self._sm.state in OPEN_STATES else None
@@ -915,19 +1221,25 @@ class ZWOCamera:
         return _roi.plan(st, info, model_facts.facts(info.model).area_multiple)
 
     def start_exposure(self, duration: float, light: bool = True, *, frame_type: str | None = None,
-                       owner: object = None) -> Exposure:
+                       owner: object = None, repeat: int = 0) -> Exposure:
         """Start one exposure and return at once with its identity; listeners hear how it ends.
 
         `frame_type` is "light", "dark", "bias" or "flat" (default light or dark from `light`); a
         bias frame is the camera's shortest exposure whatever `duration` says. `owner` is the
         caller's token, carried in the events. Validates duration and subframe first; raises
         InvalidOperationError when an exposure or continuous capture is running.
+
+        `repeat` (libindi's fast exposure): that many more exposures of the same kind follow, each
+        started as soon as the one before is read out, without waiting for a client to fetch the
+        image; each is an exposure of its own (`Exposure.remaining` counts down). An abort, a stop,
+        a new exposure or a disconnect ends the series.
         """
         info = self._info
         self._require_handle()
         assert info is not None
         ftype = validation.frame_type(frame_type, light)
         seconds = validation.exposure(duration, info.exposure_min_s, info.exposure_max_s, ftype)
+        repeat = validation.repeat_count(repeat)
         light = ftype in ("light", "flat") if frame_type is not None else bool(light)
         st = self.settings
         roi = self._roi(st, info)
@@ -942,7 +1254,8 @@ class ZWOCamera:
                 raise InvalidOperationError(f"{self.name}: cannot expose while {state.value}")
             self._exposure_count += 1
             requested = float(duration) if isinstance(duration, (int, float)) else seconds
-            exposure = Exposure(self._exposure_count, seconds, requested, light, ftype, owner)
+            exposure = Exposure(self._exposure_count, seconds, requested, light, ftype, owner, repeat)
+            self._repeat_left = repeat
             self._exposure = exposure
             self._exposure_open = True
             self._exp_cancel.clear()
@@ -1038,6 +1351,11 @@ class ZWOCamera:
             if self._exp_cancel.is_set() and status == zwo.ASI_EXP_WORKING:
                 raise Cancelled()
             if status != zwo.ASI_EXP_SUCCESS:
+                if self._exp_stopped_early:
+                    # Contract clause exp.stop_keeps_image is assumed: say so when a camera disagrees.
+                    raise SdkError(f"{self.name}: the camera discarded the exposure when it was stopped early "
+                                   f"(status {status}): its SDK keeps no image after StopExposure; abort instead, "
+                                   "or run 'zwo-alpaca selftest' (clause exp.stop_keeps_image)")
                 raise SdkError(f"{self.name}: the camera reported the exposure failed (status {status})")
             started = False
             self._exposed()
@@ -1058,6 +1376,7 @@ class ZWOCamera:
             self._publish(FrameCaptured(frame, exposure))
             self._end_exposure(exposure, ExposureOutcome.STOPPED if stopped else ExposureOutcome.COMPLETED,
                                None, frame)
+            self._next_in_series(exposure)
         except Cancelled:
             if started:
                 try:
@@ -1086,6 +1405,22 @@ class ZWOCamera:
             self._exposure_failed(err)
             self._end_exposure(exposure, ExposureOutcome.FAILED, err.message)
 
+    def _next_in_series(self, done: Exposure) -> None:
+        """Fast exposure: start the next exposure of a series at once, from the exposure thread."""
+        with self._lock:
+            left = self._repeat_left
+            if left <= 0 or self._exposure is not done or self._sm.state != S.IMAGE_READY:
+                return
+            self._repeat_left = 0  # start_exposure sets what is left after the next one
+        try:
+            self.start_exposure(done.requested, done.light, frame_type=done.frame_type, owner=done.owner,
+                                repeat=left - 1)
+        except CameraError as exc:
+            if self._sm.state not in READY_STATES:
+                return  # a disconnect or fault got in between: it ends the series and says so itself
+            self.log.warning("%s: fast exposure series stopped: %s", self.name, exc.message)
+            self._publish(ErrorReported(f"fast exposure stopped: {exc.message}"))
+
     def _exposure_failed(self, exc: CameraError) -> None:
         self._count(f"failure:{type(exc).__name__}")
         self.log.error("%s: %s", self.name, exc.message)
@@ -1098,10 +1433,8 @@ class ZWOCamera:
     def _make_frame(self, buf: bytearray, st: CameraSettings, roi: Roi, light: bool, duration: float) -> Frame:
         info = self._info
         assert info is not None
-        arr = roi.cut(buf)
-        # The Bayer phase of a subframe shifts with its start position on the (unbinned) sensor.
-        bx = (st.start_x * st.bin) % 2 if info.is_color and st.bin == 1 else 0
-        by = (st.start_y * st.bin) % 2 if info.is_color and st.bin == 1 else 0
+        arr = roi.cut(buf, st.flip)
+        cfa = self._bayer_of(info, st, roi.width, roi.height)
         with self._lock:
             seq = self._frame_seq + 1
             temp = self._temperature
@@ -1111,8 +1444,33 @@ class ZWOCamera:
             data=arr, seq=seq, start_time=start, duration=duration, light=light, bin=st.bin,
             start_x=st.start_x, start_y=st.start_y, width=roi.width, height=roi.height, image_type=st.image_type,
             bit_depth=info.bit_depth, gain=gain, offset=offset, temperature=temp,
-            camera_name=info.name, bayer_pattern=info.bayer_pattern if info.is_color and st.bin == 1 else None,
-            bayer_offset_x=bx, bayer_offset_y=by)
+            camera_name=info.name, bayer_pattern=cfa[0] if cfa else None,
+            bayer_offset_x=cfa[1] if cfa else 0, bayer_offset_y=cfa[2] if cfa else 0)
+
+    @staticmethod
+    def _bayer_of(info: CameraInfo, st: CameraSettings, width: int, height: int) -> tuple[str, int, int] | None:
+        """The mosaic phase of an image of `st`'s start and flip, `width` x `height` pixels; None
+        unless it is a raw colour image (a binned colour image is no mosaic)."""
+        if not info.is_color or not info.bayer_pattern or st.bin != 1:
+            return None
+        return _bayer.phase(info.bayer_pattern, st.start_x, st.start_y, width, height, st.flip)
+
+    def bayer_phase(self, full_frame: bool = False) -> tuple[str, int, int] | None:
+        """(pattern, offset_x, offset_y) of the images the current settings deliver: the sensor's
+        pattern and where the image's first pixel falls in it, after the subframe start and the flip
+        (`driver.bayer`). `full_frame`: of the whole sensor read with the current flip (ASCOM's
+        BayerOffsetX/Y, which do not follow the subframe). None for mono or binned images."""
+        info = self._info
+        if info is None:
+            return None
+        st = self.settings
+        if full_frame:  # the sensor's own phase: no subframe, and binning does not move the mosaic
+            st.start_x = st.start_y = 0
+            st.width = st.height = None
+            st.bin = 1
+        w = st.width if st.width is not None else info.max_width // st.bin
+        h = st.height if st.height is not None else info.max_height // st.bin
+        return self._bayer_of(info, st, w, h)
 
     def reported(self, setting: str) -> int | None:
         """A control setting ("gain", "offset") as clients and frame metadata report it: what the SDK
@@ -1138,6 +1496,7 @@ class ZWOCamera:
         """Abort a running exposure and discard it; harmless when none is running."""
         with self._lock:
             thread = self._exp_thread
+            self._repeat_left = 0  # also between two exposures of a fast series
             if self._sm.state not in (S.EXPOSING, S.READING):
                 return
             self._exp_keep = False
@@ -1148,6 +1507,7 @@ class ZWOCamera:
     def stop_exposure(self) -> None:
         """End a running exposure early and keep its image; harmless when none is running."""
         with self._lock:
+            self._repeat_left = 0
             if self._sm.state not in (S.EXPOSING, S.READING):
                 return
             self._exp_keep = True
@@ -1161,6 +1521,7 @@ class ZWOCamera:
         with self._lock:
             thread = self._exp_thread
             exposure = self._exposure
+            self._repeat_left = 0
             self._exp_keep = False
             self._exp_reason = reason
             self._exp_cancel.set()

@@ -106,3 +106,11 @@ def adjustable(controls: Mapping[str, ControlInfo] | None) -> list[ControlInfo]:
             continue
         out.append(ctl)
     return out
+
+
+def auto_capable(controls: Mapping[str, ControlInfo] | None) -> list[ControlInfo]:
+    """The adjustable controls the SDK can run automatically (IsAutoSupported): Gain, WB_R, BandWidth...
+
+    As indi_asi: exposure, cooler and flip have properties of their own and no auto switch.
+    """
+    return [ctl for ctl in adjustable(controls) if ctl.auto_supported]

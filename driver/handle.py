@@ -19,10 +19,14 @@ from .errors import CameraGoneError, SdkError
 from .models import CameraInfo
 
 # ASI error codes after which the handle is no longer trustworthy: the camera was removed,
-# re-enumerated or stopped answering. Anything else is a rejected request, not a lost camera.
+# re-enumerated or stopped answering. Anything else is a rejected request, not a lost camera. Each is
+# a clause of driver/sdk_contract.py: 2 id.absent / gone.unplugged, 4 call.closed, 5 gone.unplugged,
+# 11 exp.not_ready after SUCCESS (the transfer failed), 16 controls.read_only (from a call the core
+# validated it is a hardware failure). tests/driver/test_sdk_contract.py keeps them in step.
 GONE_CODES = frozenset({2, 4, 5, 11, 16})
-# ASI_ERROR_CAMERA_CLOSED / ASI_ERROR_CAMERA_REMOVED: nothing is left to close.
-_NOTHING_TO_CLOSE = frozenset({4, 5})
+# INVALID_ID (the SDK forgot the unplugged camera), CAMERA_CLOSED, CAMERA_REMOVED: nothing is left to
+# close, so the close is not retried (driver/sdk_contract.py clauses id.absent, gone.unplugged).
+_NOTHING_TO_CLOSE = frozenset({2, 4, 5})
 CLOSE_TRIES, CLOSE_RETRY_S = 3, 0.05
 # A teardown waits this long at most for the I/O lock, so a wedged SDK call cannot hold it hostage.
 QUIET_LOCK_WAIT_S = 1.0
@@ -142,8 +146,14 @@ class SdkIO:
             except _zwo.zwoasi().ZWO_Error as exc:
                 code = getattr(exc, "error_code", None)
                 msg = f"cannot open {info.name}: {exc}"
+                # Which code a camera busy in another process gives is not documented (contract clause
+                # open.busy_elsewhere: the simulator says 16); 5 is also what the SDK answers when the
+                # USB device may not be opened at all (clause open.removed: udev rules missing).
                 if code == 16:
                     msg += " (is another program using the camera?)"
+                elif code == 5:
+                    msg += (" (unplugged, in use by another program, or no permission to open the USB device: "
+                            "'zwo-alpaca doctor' checks the udev rules)")
                 raise (CameraGoneError(msg) if code in (2, 5) else SdkError(msg, code)) from exc
             actual = _zwo.read_serial(info.camera_id) if info.serial else None
             if actual and actual != info.serial:

@@ -89,19 +89,30 @@ class CameraSettings:
     hardware_bin: bool = False
     cooler_on: bool = False
     target_temperature: float | None = None
+    #: How fast the core moves the SDK's cooler target toward `target_temperature`, in C per minute
+    #: (libindi's CCD_TEMP_RAMP RAMP_SLOPE); 0 hands the setpoint to the SDK at once.
+    ramp_slope: float = 0.0
+    #: Within this many C of the setpoint the temperature counts as reached (RAMP_THRESHOLD).
+    ramp_threshold: float = 0.2
+    #: At disconnect, warm the sensor up gently (at the ramp slope) before switching the cooler off.
+    warm_at_disconnect: bool = False
     # Other writable SDK controls set by name (WB_R, WB_B, MonoBin, AntiDewHeater, ...).
     extra_controls: dict[str, int] = field(default_factory=dict)
+    #: SDK controls (by SDK name) the SDK runs automatically (IsAutoSupported ones: Gain, WB_R, ...).
+    auto_controls: dict[str, bool] = field(default_factory=dict)
 
     def copy(self) -> CameraSettings:
         """An independent copy."""
         values = dict(self.__dict__)
         values["extra_controls"] = dict(self.extra_controls)
+        values["auto_controls"] = dict(self.auto_controls)
         return CameraSettings(**values)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (for JSON and config files)."""
         values = dict(self.__dict__)
         values["extra_controls"] = dict(self.extra_controls)
+        values["auto_controls"] = dict(self.auto_controls)
         return values
 
 
@@ -149,6 +160,8 @@ class Exposure:
     light: bool
     frame_type: str
     owner: object = None
+    #: how many more exposures of the same kind start as soon as this one is read out (fast exposure)
+    remaining: int = 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,10 @@ class CameraStatus:
     time_left: float | None = None
     #: a client asked to connect while the camera was not plugged in; it connects when it is
     awaiting_plug: bool = False
+    #: the cooler target the SDK holds now: the ramp's current step toward `target_temperature`
+    ramp_setpoint: float | None = None
+    #: the sensor is within the ramp threshold of `target_temperature` (None: no target, cooler off)
+    temperature_reached: bool | None = None
 
 
 @dataclass(frozen=True)

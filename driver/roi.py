@@ -50,8 +50,12 @@ class Roi:
         """What the SDK is told (start, size, bin, image type): equal keys need no new ROI calls."""
         return self.sdk_x, self.sdk_y, self.sdk_w, self.sdk_h, self.bin, IMAGE_TYPE_CODES[self.image_type]
 
-    def cut(self, buf: bytearray | memoryview) -> np.ndarray:
-        """The requested image out of an SDK frame buffer (a view when no padding is needed)."""
+    def cut(self, buf: bytearray | memoryview, flip: int = 0) -> np.ndarray:
+        """The requested image out of an SDK frame buffer (a view when no padding is needed).
+
+        With the SDK's `flip` (bit 0 horizontal, bit 1 vertical) the buffer holds the region
+        mirrored, so the request sits mirrored in it too, and the unreadable edge is on the other side.
+        """
         arr: np.ndarray
         if self.image_type == "RAW16":
             arr = np.frombuffer(buf, dtype=np.uint16, count=self.sdk_w * self.sdk_h).reshape(self.sdk_h, self.sdk_w)
@@ -60,11 +64,15 @@ class Roi:
                 self.sdk_h, self.sdk_w, 3)
         else:
             arr = np.frombuffer(buf, dtype=np.uint8, count=self.sdk_w * self.sdk_h).reshape(self.sdk_h, self.sdk_w)
-        if (self.crop_x, self.crop_y, self.cut_w, self.cut_h) != (0, 0, self.sdk_w, self.sdk_h):
-            arr = arr[self.crop_y:self.crop_y + self.cut_h, self.crop_x:self.crop_x + self.cut_w]
+        cx = self.sdk_w - self.crop_x - self.cut_w if flip & 1 else self.crop_x
+        cy = self.sdk_h - self.crop_y - self.cut_h if flip & 2 else self.crop_y
+        if (cx, cy, self.cut_w, self.cut_h) != (0, 0, self.sdk_w, self.sdk_h):
+            arr = arr[cy:cy + self.cut_h, cx:cx + self.cut_w]
         if (self.cut_w, self.cut_h) != (self.width, self.height):
-            pad = ((0, self.height - arr.shape[0]), (0, self.width - arr.shape[1])) + ((0, 0),) * (arr.ndim - 2)
-            arr = np.pad(arr, pad, mode="edge")
+            extra_y, extra_x = self.height - arr.shape[0], self.width - arr.shape[1]
+            rows = (extra_y, 0) if flip & 2 else (0, extra_y)
+            cols = (extra_x, 0) if flip & 1 else (0, extra_x)
+            arr = np.pad(arr, (rows, cols) + ((0, 0),) * (arr.ndim - 2), mode="edge")
         return arr
 
 

@@ -23,6 +23,9 @@ class CameraState(str, enum.Enum):
     OFF_PEAK = "off_peak"
     ERROR = "error"
     DISCONNECTING = "disconnecting"
+    #: disconnected for every client, but the core still holds the handle to warm the sensor up
+    #: gently before switching the cooler off (bounded in time; a connect takes over)
+    WARMING = "warming"
 
 
 S = CameraState
@@ -39,7 +42,8 @@ TRANSITIONS: dict[CameraState, frozenset[CameraState]] = {
     S.CAPTURING: frozenset({S.IDLE, S.ERROR, S.DISCONNECTING, S.OFF_PEAK}),
     S.OFF_PEAK: frozenset({S.CONNECTING, S.DISCONNECTED, S.DISCONNECTING}),
     S.ERROR: frozenset({S.CONNECTING, S.DISCONNECTING, S.DISCONNECTED, S.IDLE, S.EXPOSING}),
-    S.DISCONNECTING: frozenset({S.DISCONNECTED, S.OFF_PEAK}),
+    S.DISCONNECTING: frozenset({S.DISCONNECTED, S.OFF_PEAK, S.WARMING}),
+    S.WARMING: frozenset({S.DISCONNECTED, S.CONNECTING}),
 }
 
 # States in which the camera handle is open and usable for a new exposure.

@@ -156,3 +156,37 @@ def guide_duration(duration_ms: object) -> int:
     if ms is None or not 0 <= ms <= GUIDE_MAX_MS:
         raise InvalidValueError(f"guide duration {duration_ms!r} ms is out of range: valid 0 to {GUIDE_MAX_MS} ms")
     return ms
+
+
+#: The steepest cooler ramp accepted, in C per minute. libindi's CCD_TEMP_RAMP shows 0 to 30; the
+#: core takes up to 60 so a simulated camera can be ramped in seconds (real sensors want 1 to 5).
+RAMP_SLOPE_MAX = 60.0
+#: The threshold range of libindi's RAMP_THRESHOLD, in C.
+RAMP_THRESHOLD_RANGE = (0.1, 2.0)
+
+
+def ramp_slope(value: object) -> float:
+    """A cooler ramp slope in C per minute; 0 switches the ramp off."""
+    v = _number(value)
+    if v is None or not 0 <= v <= RAMP_SLOPE_MAX:
+        shown = repr(value) if v is None else f"{v:g}"
+        raise InvalidValueError(f"ramp slope {shown} C/min is out of range: valid 0 (off) to {RAMP_SLOPE_MAX:g} C/min")
+    return v
+
+
+def ramp_threshold(value: object) -> float:
+    """How close to the setpoint (C) the sensor temperature counts as reached."""
+    v = _number(value)
+    low, high = RAMP_THRESHOLD_RANGE
+    if v is None or not low <= v <= high:
+        shown = repr(value) if v is None else f"{v:g}"
+        raise InvalidValueError(f"ramp threshold {shown} C is out of range: valid {low:g} to {high:g} C")
+    return v
+
+
+def repeat_count(value: object) -> int:
+    """How many more exposures follow one at once (fast exposure): 0 or more."""
+    v = _whole(value)
+    if v is None or v < 0:
+        raise InvalidValueError(f"repeat count {value!r} is out of range: valid 0 or more")
+    return v

@@ -102,13 +102,15 @@ class EncodedBlob:
     """
 
     def __init__(self, raw: memoryview, fmt: str, loop: asyncio.AbstractEventLoop, *, slice_size: int = SLICE,
-                 on_done: Callable[[EncodedBlob], None] | None = None) -> None:
+                 on_done: Callable[[EncodedBlob], None] | None = None, size: int | None = None) -> None:
         if slice_size % 54:
             raise ValueError("slice size must be a multiple of 54 bytes (whole 72-character lines)")
         self.fmt = fmt
-        self.size = len(raw)
-        self.enclen = encoded_length(self.size)
-        self.wire_len = wire_length(self.size)
+        # The ``size`` attribute clients see: the payload's length, or for a compressed payload the
+        # length before compression (the INDI protocol's rule; libindi's CCD sends it so).
+        self.size = len(raw) if size is None else int(size)
+        self.enclen = encoded_length(len(raw))
+        self.wire_len = wire_length(len(raw))
         self._raw: memoryview | None = raw
         self._loop = loop
         self._slice = slice_size

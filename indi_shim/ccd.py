@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -43,12 +45,16 @@ from driver.errors import (
 from driver.events import Exposure, ExposureEnded, ExposureOutcome, ExposureStarted, StateChanged
 from driver.models import BAYER_NAMES
 from driver.state import CameraState
+from driver.validation import RAMP_SLOPE_MAX, RAMP_THRESHOLD_RANGE
 from zwo_common.fits import build_fits, camera_cards, valid_keyword
+from zwo_common.fpack import FORMAT as FITS_FZ
+from zwo_common.fpack import build_fits_fz, plain_size
 
 from . import __version__
 from .blob import EncodedBlob
 from .device_base import Client, DeviceHost, Handler, PropertyDevice, Reject
 from .protocol import ALERT, BLOB, BUSY, IDLE, OK, Number, Switch, Text, Vector, fmt_number
+from .snoop import Snooping
 from .stream import VideoStream
 from .upload import UploadError, UploadTarget
 
@@ -64,8 +70,7 @@ FORMAT_BY_MEMBER = {m: k for k, (m, _) in FORMATS.items()}
 # CCD_FRAME_TYPE members -> (label, the core's frame type).
 FRAME_TYPES = {"FRAME_LIGHT": ("Light", "light"), "FRAME_BIAS": ("Bias", "bias"),
                "FRAME_DARK": ("Dark", "dark"), "FRAME_FLAT": ("Flat", "flat")}
-ALWAYS_DEFINED = ("CONNECTION", "DRIVER_INFO")
-TEMP_THRESHOLD = 0.5  # C: CCD_TEMPERATURE turns Ok within this of the target, as libindi's default
+ALWAYS_DEFINED = ("CONNECTION", "DRIVER_INFO", "ACTIVE_DEVICES")
 
 #: The one table from core errors to what the INDI client sees. The Alert text is always the
 #: core's message (it says what was wrong and what is valid); the table says how loudly the server
@@ -142,8 +147,14 @@ class CcdDevice(PropertyDevice):
         self._disconnecting = False
         self._off_peak = False  # the capture schedule released the camera (told to clients once)
         self._upload = UploadTarget(upload_dir) if upload_dir else None
+        self._compress = False  # CCD_COMPRESSION: kept across reconnections, as libindi's CCD does
+        self._fast = False  # CCD_FAST_TOGGLE, kept across reconnections as libindi keeps it
+        self._fast_count = 1  # CCD_FAST_COUNT FRAMES: frames left in the fast series, this one included
+        self._encoding = 0  # images whose file is still being built from the core's (reused) buffer
         self.frames_delivered = 0
         self.stream = VideoStream(self)  # libindi's streaming properties (CCD_VIDEO_STREAM, ...)
+        self.snoop = Snooping(self)  # ACTIVE_DEVICES, SCOPE_INFO and what those devices publish (snoop.py)
+        self._observations: dict[int, Any] = {}  # exposure id -> what they said when it started
         for vec in self._base_properties():
             self.define(vec)
 
@@ -198,7 +209,7 @@ class CcdDevice(PropertyDevice):
     # ================================================================== framework hooks
     def handler(self, name: str) -> Handler | None:
         """A CCD property's handler, else the stream's (CCD_VIDEO_STREAM, RECORD_STREAM, ...)."""
-        return super().handler(name) or self.stream.handler(name)
+        return super().handler(name) or self.stream.handler(name) or self.snoop.handler(name)
 
     def immediate(self, name: str) -> bool:
         """An abort must not wait behind the exposure request it aborts."""
@@ -241,13 +252,14 @@ class CcdDevice(PropertyDevice):
             Text("DRIVER_VERSION", "Version", __version__),
             Text("DRIVER_INTERFACE", "Interface", str(self._interface())),
         ])
-        return [conn, info]
+        return [conn, info, self.snoop.vector]
 
     def _full(self) -> tuple[int, int]:
         info = self.cam.info
         return int(info.max_width), int(info.max_height)
 
-    def _connected_properties(self, controls: dict[str, Any], values: dict[str, int]) -> list[Vector]:
+    def _connected_properties(self, controls: dict[str, Any], values: dict[str, int],
+                              auto: dict[str, bool] | None = None) -> list[Vector]:
         info = self.cam.info
         st = self.cam.settings
         fw, fh = self._full()
@@ -287,6 +299,14 @@ class CcdDevice(PropertyDevice):
             props.append(self._vec("Number", "CCD_COOLER_POWER", "Cooling Power", MAIN, "ro", [
                 Number("CCD_COOLER_VALUE", "Cooling Power (%)", "%+06.2f", 0, 100, 0.2, power)],
                 state=BUSY if power > 0 else IDLE))
+            # libindi's CCD_TEMP_RAMP; the core ramps the SDK's target (whichever front end set it).
+            props.append(self._vec("Number", "CCD_TEMP_RAMP", "Temp. Ramp", MAIN, "rw", [
+                Number("RAMP_SLOPE", "Max. dT (C/min)", "%.f", 0, RAMP_SLOPE_MAX, 1, st.ramp_slope),
+                Number("RAMP_THRESHOLD", "Threshold (C)", "%.1f", *RAMP_THRESHOLD_RANGE, 0.1, st.ramp_threshold)],
+                core_validated=True))
+            props.append(self._vec("Switch", "CCD_WARM_AT_DISCONNECT", "Warm at disconnect", MAIN, "rw", [
+                Switch("INDI_ENABLED", "Enabled", st.warm_at_disconnect),
+                Switch("INDI_DISABLED", "Disabled", not st.warm_at_disconnect)], rule="OneOfMany"))
         else:
             # As indi_asi: uncooled cameras still report their sensor temperature, read-only.
             props.append(self._vec("Number", "CCD_TEMPERATURE", "Temperature", MAIN, "ro", [
@@ -304,6 +324,9 @@ class CcdDevice(PropertyDevice):
             Number("CCD_PIXEL_SIZE_X", "Pixel size X", "%.2f", 1, 40, 0, info.pixel_size_um),
             Number("CCD_PIXEL_SIZE_Y", "Pixel size Y", "%.2f", 1, 40, 0, info.pixel_size_um),
             Number("CCD_BITSPERPIXEL", "Bits per pixel", "%.f", 8, 64, 0, 16 if st.image_type == "RAW16" else 8)]))
+        props.append(self._vec("Switch", "CCD_COMPRESSION", "Compression", IMAGE_SETTINGS, "rw", [
+            Switch("INDI_ENABLED", "Enabled", self._compress), Switch("INDI_DISABLED", "Disabled", not self._compress)],
+            rule="OneOfMany"))
         props.append(self._vec("BLOB", "CCD1", "Image Data", IMAGE_INFO, "ro", [BLOB("CCD1", "Image")]))
         if info.has_st4:
             props.append(self._vec("Number", "TELESCOPE_TIMED_GUIDE_NS", "Guide N/S", GUIDE, "rw", [
@@ -316,21 +339,35 @@ class CcdDevice(PropertyDevice):
                                [Switch(k, label, k == "FRAME_LIGHT") for k, (label, _) in FRAME_TYPES.items()],
                                rule="OneOfMany"))
         if info.is_color and info.bayer_pattern:
+            # The core's phase of the images the current subframe and flip deliver (driver.bayer).
+            pattern, bx, by = self.cam.bayer_phase() or (info.bayer_pattern, 0, 0)
             props.append(self._vec("Text", "CCD_CFA", "Bayer Info", IMAGE_INFO, "rw", [
-                Text("CFA_OFFSET_X", "X Offset", "0"), Text("CFA_OFFSET_Y", "Y Offset", "0"),
-                Text("CFA_TYPE", "Filter", info.bayer_pattern)]))
+                Text("CFA_OFFSET_X", "X Offset", str(bx)), Text("CFA_OFFSET_Y", "Y Offset", str(by)),
+                Text("CFA_TYPE", "Filter", pattern)]))
+        props.append(self.snoop.scope_vector())
         props.append(self._vec("Switch", "UPLOAD_MODE", "Upload", OPTIONS, "rw", [
             Switch("UPLOAD_CLIENT", "Client", True), Switch("UPLOAD_LOCAL", "Local"), Switch("UPLOAD_BOTH", "Both")],
             rule="OneOfMany", timeout=0))
         props.append(self._vec("Text", "UPLOAD_SETTINGS", "Upload Settings", OPTIONS, "rw", [
             Text("UPLOAD_DIR", "Dir", str(self._upload.base) if self._upload else ""),
             Text("UPLOAD_PREFIX", "Prefix", "IMAGE_XXX")]))
+        # libindi's fast exposure: the core starts the next frame as soon as one is read out.
+        props.append(self._vec("Switch", "CCD_FAST_TOGGLE", "Fast Exposure", OPTIONS, "rw", [
+            Switch("INDI_ENABLED", "Enabled", self._fast), Switch("INDI_DISABLED", "Disabled", not self._fast)],
+            rule="OneOfMany", timeout=0))
+        props.append(self._vec("Number", "CCD_FAST_COUNT", "Fast Count", OPTIONS, "rw", [
+            Number("FRAMES", "Frames", "%.f", 0, 100000, 1, self._fast_count)], timeout=0))
         members = []
         for ctl in core_controls.adjustable(controls):
             step = (ctl.max - ctl.min) / 10.0 if ctl.max - ctl.min > 1 else 1
             members.append(Number(ctl.name, ctl.name, "%g", ctl.min, ctl.max, step, values.get(ctl.name, ctl.default)))
         if members:
             props.append(self._vec("Number", "CCD_CONTROLS", "Controls", CONTROLS, "rw", members, core_validated=True))
+        autos = [Switch(f"AUTO_{ctl.name}", ctl.name, bool((auto or {}).get(ctl.name)))
+                 for ctl in core_controls.auto_capable(controls)]
+        if autos:  # as indi_asi: one AUTO_<control> per control the SDK can run automatically
+            props.append(self._vec("Switch", "CCD_CONTROLS_MODE", "Set Auto", CONTROLS, "rw", autos,
+                                   rule="AnyOfMany"))
         if core_controls.find(controls, core_controls.FLIP) is not None:
             flip = int(st.flip)
             props.append(self._vec("Switch", "FLIP", "Flip", CONTROLS, "rw", [
@@ -464,6 +501,10 @@ class CcdDevice(PropertyDevice):
     def _exposure_started(self, exposure: Exposure) -> None:
         """The core accepted an exposure (ours, or another front end's: then Busy, but no image follows)."""
         self._exposure = exposure
+        if exposure.owner is self:  # the header says what the other devices said when it started
+            self._observations[exposure.id] = self.snoop.observation(datetime.now(UTC))
+            for old in list(self._observations)[:-8]:  # bounded: ended exposures are popped on delivery
+                del self._observations[old]
         exp = self.vector("CCD_EXPOSURE")
         if exp is None:
             return
@@ -480,12 +521,49 @@ class CcdDevice(PropertyDevice):
             return  # not the one shown (e.g. of a connection since closed): its end changes nothing here
         self._forget_exposure()
         ours = exposure.owner is self
+        if ours:
+            self._fast_progress(event)
         if ours and event.outcome in (ExposureOutcome.COMPLETED, ExposureOutcome.STOPPED) and event.frame is not None:
             self.loop.create_task(self._deliver(event.frame, exposure, self.generation))
         elif ours and event.outcome == ExposureOutcome.FAILED:
             self._fail_exposure(event.reason or "the camera did not deliver the image")
         else:  # aborted, or another front end's exposure: no image here
             self._exposure_idle()
+
+    def _fast_progress(self, event: ExposureEnded) -> None:
+        """CCD_FAST_COUNT as libindi shows a series: Busy with the frames still to come, Idle at the end.
+
+        A frame of a series is complete when it is read out (libindi turns CCD_EXPOSURE Ok there and
+        the next frame's start Busy again). A series whose images are not yet built from the core's
+        buffer one frame later (exposures shorter than the upload) is stopped, as libindi stops a fast
+        series whose upload is slower than the exposure.
+        """
+        count = self.vector("CCD_FAST_COUNT")
+        done = event.outcome in (ExposureOutcome.COMPLETED, ExposureOutcome.STOPPED)
+        more = done and event.exposure.remaining > 0
+        if more and self._encoding > 0:
+            more = False
+            self.loop.create_task(self._stop_fast_series())
+        if more:
+            self._fast_count = event.exposure.remaining
+            exp = self.vector("CCD_EXPOSURE")
+            if exp is not None:
+                exp.number("CCD_EXPOSURE_VALUE").value = 0
+                exp.state = OK
+                self.publish(exp)
+        elif (count is not None and count.state == BUSY) or event.exposure.remaining > 0:
+            self._fast_count = 1  # the series ended (or was cut short): libindi leaves FRAMES at 1
+        if count is not None:
+            state = BUSY if more else IDLE
+            if count.number("FRAMES").value != self._fast_count or count.state != state:
+                count.number("FRAMES").value = self._fast_count
+                count.state = state
+                self.publish(count)
+
+    async def _stop_fast_series(self) -> None:
+        await self.server.call(self.cam.abort_exposure)
+        self._fail_exposure("fast exposure stopped: the previous image was still being sent when the next "
+                            "was read out (the upload takes longer than the exposure)")
 
     def _forget_exposure(self) -> None:
         self._exposure = None
@@ -549,19 +627,38 @@ class CcdDevice(PropertyDevice):
                             frame_type=_frame_label(exposure.frame_type), xbin=frame.bin, ybin=frame.bin,
                             pixel_size_um=info.pixel_size_um if info else None, ccd_temp=temp,
                             gain=frame.gain, offset=frame.offset, bayer=bayer, subframe=sub,
-                            extra=list(self._custom_fits.values()))
+                            extra=list(self._custom_fits.values()),
+                            observation=self._observations.pop(exposure.id, None))
 
     async def _deliver(self, frame: Any, exposure: Exposure, gen: int) -> None:
+        """Deliver one image, counted while it runs: the frame is a view of a buffer the core reuses
+        two exposures later, which a fast exposure series reaches without waiting for us."""
+        self._encoding += 1
+        try:
+            await self._deliver_image(frame, exposure, gen)
+        finally:
+            self._encoding -= 1
+
+    async def _deliver_image(self, frame: Any, exposure: Exposure, gen: int) -> None:
         """Build the image file once, save and/or send it, then turn CCD_EXPOSURE Ok (in that order)."""
         transfer = self.vector("CCD_TRANSFER_FORMAT")
         native = transfer is not None and transfer.on_switch() == "FORMAT_NATIVE"
         upload_mode = self.vector("UPLOAD_MODE")
         mode = (upload_mode.on_switch() if upload_mode is not None else None) or "UPLOAD_CLIENT"
+        compress = self._compress
+        size: int | None = None  # the BLOB's size attribute: the length before compression
         try:
             if native:
                 data = frame.data
                 payload = await self.server.compute(lambda: np.ascontiguousarray(data).view(np.uint8).reshape(-1))
                 raw, ext = memoryview(payload).cast("B"), ".bin"
+                if compress:  # as libindi: what is not FITS goes zlib-compressed, ".z", which its clients undo
+                    size = len(raw)
+                    raw, ext = memoryview(await self.server.compute(zlib.compress, raw, 1)), ".bin.z"
+            elif compress:  # Rice tile-compressed FITS, as fpack writes it (zwo_common.fpack)
+                cards = self._fits_cards(frame, exposure)
+                fits = await self.server.compute(build_fits_fz, frame.data, cards)
+                raw, ext, size = fits.memoryview(), FITS_FZ, plain_size(fits)
             else:
                 cards = self._fits_cards(frame, exposure)
                 fits = await self.server.compute(build_fits, frame.data, cards)
@@ -576,7 +673,7 @@ class CcdDevice(PropertyDevice):
         if mode in ("UPLOAD_CLIENT", "UPLOAD_BOTH"):
             if self.server.clients_wanting_blob(self.name, "CCD1"):
                 # Encode once (in the CPU pool), then hand the same bytes to every client.
-                blob = EncodedBlob(raw, ext, self.loop)
+                blob = EncodedBlob(raw, ext, self.loop, size=size)
                 blob.start(self.server.cpu_pool)
                 if not await blob.wait():
                     self._fail_exposure(f"cannot encode the image: {blob.error}")
@@ -668,7 +765,7 @@ class CcdDevice(PropertyDevice):
                 self._on_disconnected(external=False)
 
     async def _build_connected(self) -> list[Vector]:
-        def read() -> tuple[dict[str, Any], dict[str, int]]:
+        def read() -> tuple[dict[str, Any], dict[str, int], dict[str, bool]]:
             controls = self.cam.controls()
             values: dict[str, int] = {}
             for ctl in core_controls.adjustable(controls):
@@ -676,10 +773,16 @@ class CcdDevice(PropertyDevice):
                     values[ctl.name] = int(self.cam.control_value(ctl.name))
                 except Exception:  # noqa: BLE001 - an unreadable control shows its default, as indi_asi
                     values[ctl.name] = int(ctl.default)
-            return controls, values
+            auto: dict[str, bool] = {}
+            for ctl in core_controls.auto_capable(controls):
+                try:
+                    auto[ctl.name] = self.cam.control_auto(ctl.name)  # the SDK's flag, as indi_asi reads it
+                except Exception:  # noqa: BLE001 - an unreadable flag shows manual
+                    auto[ctl.name] = False
+            return controls, values, auto
 
-        controls, values = await self.server.call(read)
-        return self._connected_properties(controls, values)
+        controls, values, auto = await self.server.call(read)
+        return self._connected_properties(controls, values, auto)
 
     # ---------------------------------------------------------------- exposure
     async def _new_ccd_exposure(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
@@ -694,10 +797,13 @@ class CcdDevice(PropertyDevice):
         if self._exposure is not None:
             # libindi aborts a running exposure when a new one is requested.
             await self.server.call(self.cam.abort_exposure)
+        # Fast exposure (libindi's CCD_FAST_TOGGLE/CCD_FAST_COUNT): with FRAMES > 1 the core starts
+        # each next frame as soon as the one before is read out, without waiting for the upload.
+        repeat = max(0, self._fast_count - 1) if self._fast else 0
         # The core's rules apply (the bias rule too: a bias frame exposes for the camera's minimum
         # whatever the duration); its ExposureStarted/ExposureEnded events drive CCD_EXPOSURE.
         await self.server.call(lambda: self.cam.start_exposure(
-            duration, frame_type in ("light", "flat"), frame_type=frame_type, owner=self))
+            duration, frame_type in ("light", "flat"), frame_type=frame_type, owner=self, repeat=repeat))
 
     async def _new_ccd_abort_exposure(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         self.require_connected(vec)
@@ -736,6 +842,7 @@ class CcdDevice(PropertyDevice):
             binning.number("VER_BIN").value = b
             binning.state = OK
             self.publish(binning)
+        self._publish_cfa()  # an odd start shifts the mosaic phase
 
     async def _new_ccd_frame(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         self.require_connected(vec)
@@ -789,6 +896,13 @@ class CcdDevice(PropertyDevice):
             ccd_info.number("CCD_BITSPERPIXEL").value = 16 if fmt == "RAW16" else 8
             self.publish(ccd_info)
 
+    async def _new_ccd_compression(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        chosen = next(k for k, v in values.items() if v)
+        vec.set_one(chosen)
+        self._compress = chosen == "INDI_ENABLED"
+        vec.state = OK
+        self.publish(vec)
+
     async def _new_ccd_transfer_format(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         chosen = next(k for k, v in values.items() if v)
         vec.set_one(chosen)
@@ -817,6 +931,83 @@ class CcdDevice(PropertyDevice):
         finally:
             for cname in applied:
                 vec.number(cname).value = changed[cname]
+            self._publish_autos()  # a control given a value is manual again (the core says which)
+        vec.state = OK
+        self.publish(vec)
+
+    async def _new_ccd_controls_mode(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        wanted = {m.name[len("AUTO_"):]: bool(on) for m, on in
+                  ((vec.switch(k), v) for k, v in values.items())}
+        changed = {n: on for n, on in wanted.items() if vec.switch(f"AUTO_{n}").on != on}
+
+        def apply() -> None:
+            for cname, on in changed.items():
+                self.cam.set_auto(cname, on)  # the core checks the control can run automatically
+
+        try:
+            await self.server.call(apply)
+        finally:
+            self._publish_autos(force=True, state=OK)
+
+    def _publish_autos(self, force: bool = False, state: str | None = None) -> None:
+        """CCD_CONTROLS_MODE from the core's settings (which controls the SDK runs automatically)."""
+        vec = self.vector("CCD_CONTROLS_MODE")
+        if vec is None:
+            return
+        autos = self.cam.settings.auto_controls
+        changed = False
+        for m in vec.members:
+            on = bool(autos.get(m.name[len("AUTO_"):]))
+            if isinstance(m, Switch) and m.on != on:
+                m.on = on
+                changed = True
+        if state is not None:
+            vec.state = state
+        if changed or force:
+            self.publish(vec)
+
+    async def _new_ccd_temp_ramp(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        changes = {"ramp_slope": values.get("RAMP_SLOPE", vec.number("RAMP_SLOPE").value),
+                   "ramp_threshold": values.get("RAMP_THRESHOLD", vec.number("RAMP_THRESHOLD").value)}
+        new = await self.server.call(lambda: self.cam.configure(**changes))  # the core checks both
+        vec.number("RAMP_SLOPE").value = new.ramp_slope
+        vec.number("RAMP_THRESHOLD").value = new.ramp_threshold
+        vec.state = OK
+        self.publish(vec, "[INFO] Temperature ramp is disabled." if not new.ramp_slope else
+                     f"[INFO] Temperature ramp is enabled: the cooler target moves at most "
+                     f"{new.ramp_slope:g} C per minute.")
+
+    async def _new_ccd_warm_at_disconnect(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.require_connected(vec)
+        on = bool(values.get("INDI_ENABLED"))
+        await self.server.call(lambda: self.cam.configure(warm_at_disconnect=on))
+        vec.set_one("INDI_ENABLED" if on else "INDI_DISABLED")
+        vec.state = OK
+        self.publish(vec)
+
+    async def _new_ccd_fast_toggle(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        on = bool(values.get("INDI_ENABLED"))
+        if not on and self._fast and self._exposure is not None:
+            await self.server.call(self.cam.abort_exposure)  # as libindi: switching it off ends the series
+        if on and not self._fast:
+            self.message("[WARNING] Fast exposure: after a frame is read out, the next one starts at once.")
+        self._fast = on
+        vec.set_one("INDI_ENABLED" if on else "INDI_DISABLED")
+        vec.state = OK
+        self.publish(vec)
+        count = self.vector("CCD_FAST_COUNT")
+        if not on and count is not None and count.state == BUSY:
+            count.state = IDLE
+            self.publish(count)
+
+    async def _new_ccd_fast_count(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        frames = float(values["FRAMES"])
+        if frames != int(frames) or frames < 0:  # the wire type; the core counts the repeats it is given
+            raise Reject(f"CCD_FAST_COUNT.FRAMES must be a whole number of frames, 0 or more, got {fmt_number(frames)}")
+        self._fast_count = int(frames)
+        vec.number("FRAMES").value = self._fast_count
         vec.state = OK
         self.publish(vec)
 
@@ -828,6 +1019,7 @@ class CcdDevice(PropertyDevice):
         vec.switch("FLIP_HORIZONTAL").on, vec.switch("FLIP_VERTICAL").on = bool(h), bool(v)
         vec.state = OK
         self.publish(vec)
+        self._publish_cfa()  # a flip changes which filter the image starts on
 
     # ---------------------------------------------------------------- cooling
     async def _new_ccd_temperature(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
@@ -835,8 +1027,8 @@ class CcdDevice(PropertyDevice):
         target = float(values["CCD_TEMPERATURE_VALUE"])
         await self.server.call(self.cam.set_cooler, True, target)
         self._target_temp = target
-        cur = self.cam.status().ccd_temperature
-        vec.state = OK if cur is not None and abs(cur - target) <= TEMP_THRESHOLD else BUSY
+        # Reached within the core's ramp threshold (CCD_TEMP_RAMP RAMP_THRESHOLD), as libindi's CCD.
+        vec.state = OK if self.cam.status().temperature_reached else BUSY
         self.publish(vec, f"[INFO] Setting temperature to {target:.2f} C.")
         cooler = self.vector("CCD_COOLER")
         if cooler is not None and cooler.on_switch() != "COOLER_ON":
@@ -981,8 +1173,7 @@ class CcdDevice(PropertyDevice):
                 if temp is not None and st.ccd_temperature is not None:
                     m = temp.number("CCD_TEMPERATURE_VALUE")
                     new_state = temp.state
-                    if self._target_temp is not None and temp.state == BUSY and \
-                            abs(st.ccd_temperature - self._target_temp) <= TEMP_THRESHOLD:
+                    if self._target_temp is not None and temp.state == BUSY and st.temperature_reached:
                         new_state = OK
                     if abs(st.ccd_temperature - m.value) > 0.05 or new_state != temp.state:
                         m.value = round(st.ccd_temperature, 2)
@@ -1047,6 +1238,29 @@ class CcdDevice(PropertyDevice):
             if (flip.switch("FLIP_HORIZONTAL").on, flip.switch("FLIP_VERTICAL").on) != (h_on, v_on):
                 flip.switch("FLIP_HORIZONTAL").on, flip.switch("FLIP_VERTICAL").on = h_on, v_on
                 self.publish(flip)
+        self._publish_cfa()
+        self._publish_autos()
+        ramp = self.vector("CCD_TEMP_RAMP")
+        if ramp is not None and (ramp.number("RAMP_SLOPE").value, ramp.number("RAMP_THRESHOLD").value) != \
+                (st.ramp_slope, st.ramp_threshold):
+            ramp.number("RAMP_SLOPE").value, ramp.number("RAMP_THRESHOLD").value = st.ramp_slope, st.ramp_threshold
+            self.publish(ramp)
+        warm = self.vector("CCD_WARM_AT_DISCONNECT")
+        if warm is not None and (warm.on_switch() == "INDI_ENABLED") != st.warm_at_disconnect:
+            warm.set_one("INDI_ENABLED" if st.warm_at_disconnect else "INDI_DISABLED")
+            self.publish(warm)
+
+    def _publish_cfa(self) -> None:
+        """CCD_CFA follows the core's mosaic phase (subframe start and flip), unless a client set it."""
+        cfa = self.vector("CCD_CFA")
+        phase = self.cam.bayer_phase()
+        if cfa is None or phase is None or self._cfa_override:
+            return
+        values = {"CFA_TYPE": phase[0], "CFA_OFFSET_X": str(phase[1]), "CFA_OFFSET_Y": str(phase[2])}
+        if any(cfa.text(k).value != v for k, v in values.items()):
+            for k, v in values.items():
+                cfa.text(k).value = v
+            self.publish(cfa)
 
 
 def _numbers(vec: Vector) -> list[Number]:

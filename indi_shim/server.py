@@ -70,6 +70,9 @@ class ClientConnection(asyncio.Protocol):
         # indiserver, a client hears nothing about a device it has not asked about.
         self.watch_all = watch_all
         self.watch: dict[str, set[str] | None] = {}
+        # An indiserver chained to us for all our devices (it asks for device "*"): one link for all
+        # of its clients, which it filters BLOBs for itself; see `IndiServer._enable_blob`.
+        self.upstream = False
         self._queue: deque[bytes | _BlobSend] = deque()
         self._queued_bytes = 0
         self._pending_blobs: dict[tuple[str, str], _BlobSend] = {}
@@ -335,6 +338,7 @@ class IndiServer:
         for client in list(self.clients):
             if client.watch_all:
                 dev.send_definitions(client)
+                self._send_snoop_requests(client, dev)
         self.log.info("INDI: serving %s, plugged in after start", name)
         return name
 
@@ -538,7 +542,10 @@ class IndiServer:
         elif tag in ("pingReply", "setSwitchVector", "setNumberVector", "setTextVector", "setBLOBVector",
                      "setLightVector", "defSwitchVector", "defNumberVector", "defTextVector", "defBLOBVector",
                      "defLightVector", "delProperty", "message"):
-            # Snooped traffic relayed by indiserver in driver mode; we snoop nothing, so ignore it.
+            # Snooped traffic: what indiserver relays of the devices we asked for (indi_shim/snoop.py),
+            # in driver mode and when chained; each device takes what its ACTIVE_DEVICES names.
+            for dev in list(self.devices.values()):
+                dev.snoop.feed(el)
             return
         else:
             client.send(P.message_xml(f"[ERROR] unknown INDI command <{tag}> ignored"))
@@ -546,10 +553,12 @@ class IndiServer:
     def _get_properties(self, client: ClientConnection, el: Element) -> None:
         device = el.get("device")
         name = el.get("name")
-        if not device:
+        if not device or device == "*":  # "*": an indiserver chaining to us for all our devices
             client.watch_all = True
+            client.upstream = client.upstream or device == "*"
             for each in self.devices.values():
                 each.send_definitions(client)
+                self._send_snoop_requests(client, each)
             return
         dev = self.devices.get(device)
         if dev is None:
@@ -565,6 +574,15 @@ class IndiServer:
         else:
             client.watch[device] = None
         dev.send_definitions(client, name)
+        if not name:
+            self._send_snoop_requests(client, dev)
+
+    @staticmethod
+    def _send_snoop_requests(client: ClientConnection, dev: CcdDevice) -> None:
+        """The device's snoop requests to a connection that asked for it: indiserver (our driver link,
+        or chained to our port) registers them; a plain client ignores getProperties (snoop.py)."""
+        for payload in dev.snoop.requests():
+            client.send(payload, dev.name, force=True)
 
     def _enable_blob(self, client: ClientConnection, el: Element) -> None:
         mode = el.text.strip()
@@ -577,6 +595,12 @@ class IndiServer:
         if device and device not in self.devices:
             client.send(P.message_xml(f"[WARNING] enableBLOB for unknown device {device!r}"))
             return
+        if client.upstream:
+            # indiserver passes each of its clients' enableBLOB on to us: one client's Never or Only
+            # must not take BLOBs or properties from the others; indiserver applies them per client.
+            if mode == "Never":
+                return
+            mode = "Also"
         if not device:
             for d in self.devices:
                 client.blob_modes[(d, name)] = mode

@@ -167,6 +167,13 @@ sed -e "s|^User=zwo-alpaca\$|User=$user|" \
     -e "s|^ExecStart=/opt/zwo-alpaca/venv/bin/zwo-alpaca |ExecStart=$exec_path |" \
     "$here/zwo-alpaca.service" > "$tmp_unit"
 install_file "$tmp_unit" "$unit_dest" 0644 || true
+# The unit's config and history folder (its StateDirectory=, which systemd creates only at the first
+# start): made now, so doctor and a start by hand without systemd can use it too.
+state_dir=/var/lib/zwo-alpaca
+if [ $live -eq 1 ] && [ ! -d "$state_dir" ]; then
+  install -d -m 0755 -o "$user" -g "$(id -gn "$user")" "$state_dir"
+  say "created $state_dir (config and camera history)"
+fi
 
 if [ $have_systemd -eq 1 ]; then
   systemctl daemon-reload
@@ -180,11 +187,11 @@ if [ $have_systemd -eq 1 ]; then
     fi
   fi
 elif [ $live -eq 1 ]; then
-  say "systemd is not running here: start the server with: sudo -u $user $exec_path serve"
+  say "systemd is not running here: start the server with: sudo -u $user $exec_path serve --config $state_dir/config.json"
 fi
 
 say "done."
 if [ $live -eq 1 ]; then
-  say "check the machine with: sudo -u $user $exec_path doctor --user $user"
+  say "check the machine with: sudo -u $user $exec_path doctor --user $user --config $state_dir/config.json"
   say "logs: journalctl -u zwo-alpaca -f"
 fi

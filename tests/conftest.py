@@ -31,6 +31,21 @@ if TEST_SDK.is_dir() and str(TEST_SDK) not in sys.path:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(TEST_SDK)) if p)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--models", default=os.environ.get("ZWO_TEST_MODELS", "fast"),
+                     help="simulated models for the model-dependent tests: fast (default), all (the catalog "
+                          "sweep, scripts/sweep) or a comma list of catalog keys; default from $ZWO_TEST_MODELS")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``sweep_model`` runs once per selected model (module scope: one server per model)."""
+    if "sweep_model" in metafunc.fixturenames:
+        from support import models as sweep  # here: the catalog is imported only where a test needs it
+
+        keys = sweep.resolve(str(metafunc.config.getoption("--models")))
+        metafunc.parametrize("sweep_model", keys, ids=keys, scope="module")
+
+
 @pytest.fixture(scope="session")
 def alpaca_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One shared server with the two default simulated cameras (devices 0 and 1)."""

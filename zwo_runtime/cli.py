@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "zwo_runtime.cmd_capture",
     "zwo_runtime.cmd_doctor",
     "zwo_runtime.cmd_passwd",
+    "zwo_runtime.cmd_selftest",
 )
 
 

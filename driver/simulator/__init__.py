@@ -62,9 +62,11 @@ def install(models: Iterable[str] | str = ("asi294mc-pro",), *, seed: int = 0, l
 
     `seed` fixes star fields, hot pixels, serial numbers and noise; `lock_dir` is where the
     cross-process camera locks live (default: `default_lock_dir()`); `time_scale` speeds up the
-    cooler's dynamics only; `unplugged`: slots whose camera is not plugged in until `replug(slot)`.
-    Replaces (and shuts down) a previously installed simulator; whatever other library zwoasi held
-    is simply dropped, not closed. Returns the new SimulatedSDK.
+    cooler's dynamics only; `unplugged`: slots whose camera is not plugged in until `replug(slot)`
+    (until then their CameraID is unknown to the SDK: INVALID_ID). `models=()` is the SDK of a
+    computer with no camera attached, answering every call as ZWO's library does then. Replaces
+    (and shuts down) a previously installed simulator; whatever other library zwoasi held is
+    simply dropped, not closed. Returns the new SimulatedSDK.
     """
     global _current
     zwoasi = _zwoasi()

@@ -4,8 +4,8 @@
         Open a simulated camera and keep it open, as another program using the camera would: prints
         "holding <serial>" once it holds the camera's lock, then waits until killed (any signal, even
         SIGKILL, frees the camera: the lock is an flock the kernel drops with the process) or N seconds.
-    python -m driver.simulator list
-        The catalog.
+    python -m driver.simulator list [--markdown | --write DOC]
+        The catalog (--markdown: the generated table with every figure's source; --write: put it in DOC).
     python -m driver.simulator bench [MODEL ...] [--repeat N]
         Time frame generation at full resolution.
 """
@@ -46,7 +46,13 @@ def _hold(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(_args: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace) -> int:
+    if args.write:
+        print(("updated " if catalog.write_doc(args.write) else "unchanged ") + args.write)
+        return 0
+    if args.markdown:
+        print(catalog.markdown_table(), end="")
+        return 0
     for key, m in catalog.MODELS.items():
         kind = "colour" if m.is_color else "mono"
         extras = ", ".join(x for x, on in (("cooled", m.cooled), ("ST4", m.st4), ("USB3", m.usb3)) if on)
@@ -97,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--lock-dir", default=None, help="lock directory (default: as the simulator's default_lock_dir())")
     h.set_defaults(fn=_hold)
     lst = sub.add_parser("list", help="print the camera catalog")
+    lst.add_argument("--markdown", action="store_true", help="as the table in docs/simulator.md, with sources")
+    lst.add_argument("--write", metavar="DOC", help="replace the generated catalog table in DOC")
     lst.set_defaults(fn=_list)
     b = sub.add_parser("bench", help="time full-frame generation")
     b.add_argument("models", nargs="*")

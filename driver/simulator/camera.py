@@ -222,7 +222,7 @@ class SimCamera:
         return self._align(x, y)
 
     def _align(self, x: int, y: int) -> tuple[int, int]:
-        # Colour sensors keep the ROI on even coordinates so the delivered mosaic stays RGGB.
+        # Colour sensors keep the ROI on even coordinates so the delivered mosaic keeps the model's BayerPattern.
         if self.model.is_color:
             return x - x % 2, y - y % 2
         return x, y
@@ -379,8 +379,8 @@ class SimCamera:
             if self._open:
                 return E.SUCCESS
             fd = self._acquire_lock_file()
-            if fd is None:
-                return E.GENERAL_ERROR  # opened by another process
+            if fd is None:  # opened by another process
+                return E.CAMERA_REMOVED if self._sdk.faults.quirk("busy_open_removed") else E.GENERAL_ERROR
             self._lock_fd = fd
             self._open = True
             self._initialized = False
@@ -542,7 +542,8 @@ class SimCamera:
         return E.SUCCESS
 
     def stop_exposure(self) -> int:
-        """End a running exposure early. Its shorter image is read out and becomes available (SUCCESS)."""
+        """End a running exposure early. Its shorter image is read out and becomes available (SUCCESS);
+        with the quirk "stop_discards_image" the exposure fails instead (FAILED, no image)."""
         now = time.monotonic()
         with self._lock:
             err = self._require_open()
@@ -550,6 +551,12 @@ class SimCamera:
                 return err
             exp = self._exposure
             if self._poll_status(now) != ExpStatus.WORKING or exp is None or now >= exp.t_exp_end:
+                return E.SUCCESS
+            if self._sdk.faults.quirk("stop_discards_image"):
+                if exp.future is not None:
+                    exp.future.cancel()
+                self._exposure = None
+                self._status = ExpStatus.FAILED
                 return E.SUCCESS
             exp.duration = max(now - exp.t_start, 0.0)
             exp.stopped = True

@@ -111,5 +111,6 @@ class ControlType(IntEnum):
 #: Bytes per output pixel of each image type as delivered to the caller's buffer.
 BYTES_PER_PIXEL = {ImgType.RAW8: 1, ImgType.Y8: 1, ImgType.RAW16: 2, ImgType.RGB24: 3}
 
-#: What ASIGetSDKVersion reports (the format of the real library's "1, 13, 0503" strings).
-SDK_VERSION = "1, 37, 0, 0"
+#: What ASIGetSDKVersion reports: the release the simulator was last checked against with no camera
+#: attached (pyzwoasi's libASICamera2.so.1.41 answers "1, 41, 0, 0"; tests/driver/test_sdk_differential.py).
+SDK_VERSION = "1, 41, 0, 0"

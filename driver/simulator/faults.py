@@ -15,6 +15,15 @@ from typing import Any, Protocol
 
 PHASES = ("exposure", "readout")
 
+#: Behaviours a real camera might show where the SDK contract (driver/sdk_contract.py) assumes
+#: otherwise: switched on with FaultPlan.set_quirk to see what the core and `zwo-alpaca selftest` do then.
+QUIRKS: dict[str, str] = {
+    "stop_discards_image": "ASIStopExposure mid-exposure fails the exposure (status FAILED, no image) instead "
+                           "of keeping its shorter image (contradicts clause exp.stop_keeps_image)",
+    "busy_open_removed": "ASIOpenCamera of a camera busy in another process answers CAMERA_REMOVED (5) "
+                         "instead of GENERAL_ERROR (16) (the other code clause open.busy_elsewhere allows)",
+}
+
 
 @dataclass
 class _Injection:
@@ -53,6 +62,23 @@ class FaultPlan:
     _arms: dict[int, tuple[str, float]] = field(default_factory=dict)
     _pending: list[_PendingUnplug] = field(default_factory=list)
     _closed: bool = False
+    _quirks: set[str] = field(default_factory=set)
+
+    # ------------------------------------------------------------------ quirks
+
+    def set_quirk(self, name: str, on: bool = True) -> None:
+        """Switch one of `QUIRKS` on or off (ValueError names the valid ones)."""
+        if name not in QUIRKS:
+            raise ValueError(f"unknown quirk {name!r}; known: {', '.join(sorted(QUIRKS))}")
+        with self._lock:
+            if on:
+                self._quirks.add(name)
+            else:
+                self._quirks.discard(name)
+
+    def quirk(self, name: str) -> bool:
+        """Whether quirk `name` is on."""
+        return name in self._quirks
 
     # ------------------------------------------------------------------ forced error returns
 

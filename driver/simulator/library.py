@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ASI_CAMERA_INFO", "ASI_CONTROL_CAPS", "ASI_ID", "ASI_SN", "ASI_SUPPORTED_MODE", "PROTOTYPES",
-           "SimulatedLibrary"]
+__all__ = ["ASI_CAMERA_INFO", "ASI_CONTROL_CAPS", "ASI_ID", "ASI_SN", "ASI_SUPPORTED_MODE", "NOT_SIMULATED",
+           "PRODUCT_IDS", "PROTOTYPES", "SimulatedLibrary", "ZWO_VENDOR_ID"]
 
 
 # ----------------------------------------------------------------------------- C structures (ASICamera2.h)
@@ -173,9 +173,12 @@ PL = POINTER(c_long)
 PC = POINTER(c_char)
 
 #: name -> (restype, C argument types). These are the prototypes zwoasi declares in zwoasi.init(),
-#: plus ASIGetCameraPropertyByID, ASIGetSerialNumber and ASIGetSDKVersion, which it does not.
+#: plus those of ASICamera2.h it does not declare: ASIGetProductIDs, ASICameraCheck,
+#: ASIGetCameraPropertyByID, ASIGetLMHGainOffset, ASIGetSerialNumber and ASIGetSDKVersion.
 PROTOTYPES: dict[str, tuple[type, tuple[type, ...]]] = {
     "ASIGetNumOfConnectedCameras": (c_int, ()),
+    "ASIGetProductIDs": (c_int, (PI,)),
+    "ASICameraCheck": (c_int, (c_int, c_int)),  # returns ASI_BOOL
     "ASIGetCameraProperty": (c_int, (POINTER(ASI_CAMERA_INFO), c_int)),
     "ASIGetCameraPropertyByID": (c_int, (c_int, POINTER(ASI_CAMERA_INFO))),
     "ASIOpenCamera": (c_int, (c_int,)),
@@ -204,6 +207,7 @@ PROTOTYPES: dict[str, tuple[type, tuple[type, ...]]] = {
     "ASIGetID": (c_int, (c_int, POINTER(ASI_ID))),
     "ASISetID": (c_int, (c_int, ASI_ID)),
     "ASIGetGainOffset": (c_int, (c_int, PI, PI, PI, PI)),
+    "ASIGetLMHGainOffset": (c_int, (c_int, PI, PI, PI, PI)),
     "ASIGetSerialNumber": (c_int, (c_int, POINTER(ASI_SN))),
     "ASIGetCameraSupportMode": (c_int, (c_int, POINTER(ASI_SUPPORTED_MODE))),
     "ASIGetCameraMode": (c_int, (c_int, PI)),
@@ -215,7 +219,36 @@ PROTOTYPES: dict[str, tuple[type, tuple[type, ...]]] = {
 }
 
 #: Functions that return no ASI_ERROR_CODE and so cannot have errors injected.
-NOT_INJECTABLE = frozenset({"ASIGetNumOfConnectedCameras", "ASIGetSDKVersion"})
+NOT_INJECTABLE = frozenset({"ASIGetNumOfConnectedCameras", "ASIGetSDKVersion", "ASIGetProductIDs",
+                            "ASICameraCheck"})
+
+#: ZWO's USB vendor ID, the one ASICameraCheck accepts.
+ZWO_VENDOR_ID = 0x03C3
+
+#: The USB product IDs libASICamera2 1.41 supports, in the order its ASIGetProductIDs lists them
+#: (read from pyzwoasi's bundled libASICamera2.so.1.41 with no camera attached; ASICameraCheck
+#: accepts exactly these with ZWO's vendor ID). A property of the library, not of attached cameras.
+PRODUCT_IDS: tuple[int, ...] = (
+    0x130A, 0x120A, 0x120B, 0x035B, 0x035A, 0x030A, 0x034B, 0x031B, 0x031A, 0x071A, 0x071B, 0x094B, 0x120D,
+    0x120E, 0x120C, 0x120F, 0x128F, 0x136A, 0x136C, 0x136D, 0x174B, 0x174A, 0x174D, 0x174C, 0x174F, 0x174E,
+    0x1749, 0x178C, 0x178A, 0x178D, 0x178B, 0x178E, 0x178F, 0x183A, 0x183B, 0x183E, 0x183F, 0x183C, 0x185A,
+    0x185B, 0x1602, 0x1600, 0x1603, 0x1601, 0x1604, 0x1605, 0x1606, 0x200F, 0x2209, 0x208D, 0x208F, 0x224A,
+    0x224B, 0x224C, 0x224D, 0x226A, 0x252B, 0x269B, 0x269F, 0x271B, 0x271F, 0x273A, 0x273E, 0x290B, 0x290A,
+    0x290D, 0x290C, 0x291A, 0x291B, 0x290F, 0x294A, 0x294B, 0x294E, 0x294F, 0x2979, 0x2405, 0x260E, 0x260A,
+    0x2601, 0x2602, 0x220A, 0x220B, 0x334B, 0x334F, 0x335B, 0x335F, 0x385B, 0x385D, 0x385F, 0x440F, 0x411E,
+    0x4309, 0x430E, 0x432A, 0x432B, 0x432E, 0x433E, 0x4339, 0x461E, 0x462A, 0x462B, 0x462C, 0x462F, 0x4629,
+    0x464B, 0x464F, 0x472F, 0x482B, 0x482F, 0x485B, 0x485F, 0x492A, 0x492E, 0x430A, 0x503E, 0x503F, 0x533A,
+    0x533B, 0x533E, 0x533F, 0x5828, 0x5859, 0x585C, 0x585B, 0x585E, 0x585F, 0x5858, 0x620A, 0x620B, 0x662C,
+    0x662B, 0x6629, 0x662E, 0x662F, 0x664C, 0x664D, 0x664E, 0x664F, 0x675C, 0x675D, 0x675E, 0x675F, 0x676C,
+    0x676D, 0x676E, 0x676F, 0x678A, 0x678B, 0x678F, 0x715C, 0x715D, 0x715E, 0x715F, 0x991E, 0x992E, 0x990E,
+)
+
+#: Exported by libASICamera2 1.41 but not simulated, because neither zwoasi nor the core calls them:
+#: the GPS functions (no simulated model has GPS) and the undocumented debug-log functions (absent from
+#: ASICamera2.h, signatures unpublished). tests/driver/test_sdk_differential.py checks that the real
+#: library exports nothing else the simulator lacks.
+NOT_SIMULATED = frozenset({"ASIGPSGetData", "ASIGetDataAfterExpGPS", "ASIGetVideoDataGPS", "ASIEnableDebugLog",
+                           "ASIGetDebugLogIsEnabled", "ASIGetDebugLogPath"})
 
 
 def _python_argtypes(argtypes: tuple[type, ...]) -> list[type]:
@@ -256,6 +289,9 @@ class LibraryHost(Protocol):
     def _plugged_slots(self) -> list[int]:
         """Slots currently enumerated, in enumeration order."""
 
+    def _seen(self, slot: int) -> bool:
+        """Whether the SDK has seen the camera in ``slot`` on the bus since install."""
+
 
 class SimulatedLibrary:
     """Stands where zwoasi expects the CDLL: `zwoasi.zwolib = SimulatedLibrary(sdk)`.
@@ -292,8 +328,8 @@ class SimulatedLibrary:
     def _thunk(self, name: str, impl: Callable[..., int], restype: type) -> Callable[..., int]:
         sdk = self._sdk
         fail: int = E.GENERAL_ERROR
-        if name == "ASIGetNumOfConnectedCameras":
-            fail = 0
+        if name in ("ASIGetNumOfConnectedCameras", "ASIGetProductIDs", "ASICameraCheck"):
+            fail = 0  # no cameras, no product IDs, ASI_FALSE
         elif restype is c_char_p:
             fail = ctypes.addressof(self._version)
 
@@ -331,13 +367,25 @@ class SimulatedLibrary:
             raise _Refused(E.INVALID_ID)
         cam = cams[cid]
         if not cam.plugged:
-            raise _Refused(E.CAMERA_REMOVED)
+            # A camera not plugged in since start is no camera at all to the SDK (measured: with no
+            # camera attached, libASICamera2 1.41 answers INVALID_ID for every ID and every call).
+            raise _Refused(E.CAMERA_REMOVED if self._sdk._seen(cid) else E.INVALID_ID)  # noqa: SLF001
         return cam
 
     # ------------------------------------------------------------------ enumeration
 
     def _ASIGetNumOfConnectedCameras(self) -> int:
         return len(self._sdk._plugged_slots())  # noqa: SLF001
+
+    def _ASIGetProductIDs(self, out: IntOut) -> int:
+        # The header's protocol: call with NULL for the length, then with a buffer that long.
+        if out:
+            for i, pid in enumerate(PRODUCT_IDS):
+                out[i] = pid
+        return len(PRODUCT_IDS)
+
+    def _ASICameraCheck(self, vid: int, pid: int) -> int:
+        return int(vid == ZWO_VENDOR_ID and pid in PRODUCT_IDS)
 
     def _fill_info(self, info: ASI_CAMERA_INFO, cam: SimCamera) -> None:
         m = cam.model
@@ -525,6 +573,18 @@ class SimulatedLibrary:
         err, vals = cam.gain_offset()
         if not err:
             for p, v in zip((a, b, c, d), vals, strict=True):
+                if p:
+                    p[0] = v
+        return err
+
+    def _ASIGetLMHGainOffset(self, cid: int, low: IntOut, mid: IntOut, high: IntOut, high_offset: IntOut) -> int:
+        # The header: high gain and its offset are those of the lowest read noise (ASIGetGainOffset's
+        # last two); low and middle gain are estimates: 0 (highest dynamic range) and unity gain.
+        cam = self._cam(cid)
+        err, (_, _, gain_lowest_rn, offset_lowest_rn) = cam.gain_offset()
+        if not err:
+            for p, v in zip((low, mid, high, high_offset), (0, cam.model.unity_gain, gain_lowest_rn, offset_lowest_rn),
+                            strict=True):
                 if p:
                     p[0] = v
         return err

@@ -53,14 +53,15 @@ class SimulatedSDK:
 
     Build it with `driver.simulator.install(...)`, which also puts `self.library` under zwoasi.
     Cameras keep their slot (= ASI CameraID) for the simulator's lifetime; unplugged cameras
-    disappear from enumeration (so SDK indexes shift) but keep their CameraID.
+    disappear from enumeration (so SDK indexes shift) but keep their CameraID. With no models
+    (`SimulatedSDK(())`) it is the SDK of a computer with no camera attached.
     """
 
     def __init__(self, models: Iterable[str] = ("asi294mc-pro",), *, seed: int = 0, lock_dir: str | None = None,
                  time_scale: float = 1.0, ambient_c: float = AMBIENT_C, unplugged: Iterable[int] = ()):
+        # No models is a supported configuration: the SDK of a computer with no camera attached,
+        # which answers every call like ZWO's library does then (tests/driver/test_sdk_differential.py).
         models = [models] if isinstance(models, str) else list(models)
-        if not models:
-            raise ValueError("at least one camera model is needed")
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
         resolved = [catalog.lookup(m) for m in models]
@@ -80,6 +81,10 @@ class SimulatedSDK:
         # Slots whose cable is not plugged in yet: they enumerate only after replug() (hotplug tests).
         for slot in unplugged:
             self._camera(slot).plugged = False
+        #: Slots the SDK has seen on the bus since install. A slot not seen yet is unknown to the SDK:
+        #: its CameraID answers INVALID_ID, as every ID does in ZWO's library with no camera attached;
+        #: a camera seen and then unplugged answers CAMERA_REMOVED.
+        self._seen_slots = set(self._plugged_slots())
         self.library = SimulatedLibrary(self)
 
     def __repr__(self) -> str:
@@ -104,9 +109,13 @@ class SimulatedSDK:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zwo-sim-frames")
             return self._executor.submit(fn, *args)
 
+    def _seen(self, slot: int) -> bool:
+        return slot in self._seen_slots
+
     def _camera(self, slot: int) -> SimCamera:
         if not isinstance(slot, int) or not 0 <= slot < len(self.cameras):
-            raise ValueError(f"no simulated camera in slot {slot!r} (slots 0..{len(self.cameras) - 1})")
+            valid = f"slots 0..{len(self.cameras) - 1}" if self.cameras else "it has no cameras"
+            raise ValueError(f"no simulated camera in slot {slot!r} ({valid})")
         return self.cameras[slot]
 
     # ------------------------------------------------------------------ plug state
@@ -122,6 +131,7 @@ class SimulatedSDK:
         """Plug the camera (back) in: it enumerates (again) with its CameraID, closed. Also plugs in a
         camera that started unplugged, as if it were connected after the program started."""
         self._camera(slot).replug()
+        self._seen_slots.add(slot)
 
     # ------------------------------------------------------------------ fault injection
 

@@ -40,6 +40,9 @@ MAX_CHUNK = POOL_LEN // 4
 
 R, G, B, L = 0, 1, 2, 3  # channel ids; L is luminance (mono sensors, MonoBin, Y8)
 _CFA = np.array([[R, G], [G, B]], dtype=np.int8)  # RGGB: ASI_BAYER_RG
+#: The 2x2 cell at the sensor's origin for each ASI_BAYER_PATTERN (RG, BG, GR, GB).
+_CFA_BY_PATTERN = {0: _CFA, 1: np.array([[B, G], [G, R]], dtype=np.int8), 2: np.array([[G, R], [B, G]], dtype=np.int8),
+                   3: np.array([[G, B], [R, G]], dtype=np.int8)}
 #: Fraction of the (mono-equivalent) signal each CFA filter passes; blue is weak, which is why the
 #: SDK's default WB_B (95) is much larger than WB_R (52).
 _FILTER = np.array([0.43, 0.45, 0.24, 1.0])
@@ -206,6 +209,7 @@ class SensorSimulator:
 
     def __init__(self, model: CameraModel, seed: int, slot: int):
         self.model = model
+        self._cfa = _CFA_BY_PATTERN[int(model.bayer_pattern)]
         self.seed = int(seed)
         self.slot = int(slot)
         self._lock = threading.Lock()
@@ -302,8 +306,13 @@ class SensorSimulator:
         x0, y0 = geom.start_x * b, geom.start_y * b
         kind = self._kind(geom)
         k = 3 if kind == "rgb" else 1
+        # The mosaic belongs to the sensor: the output's first pixel is the region's first sensor pixel,
+        # or its last one along a flipped axis, so flip (and an odd start) shift the pattern delivered.
+        px = (geom.start_x + (w - 1 if geom.flip & 1 else 0)) % 2
+        py = (geom.start_y + (h - 1 if geom.flip & 2 else 0)) % 2
+        out_cfa = np.roll(self._cfa, (-py, -px), axis=(0, 1))
         if kind == "bayer":
-            patterns = (np.array([R, G], np.int8), np.array([G, B], np.int8))
+            patterns = (out_cfa[0].copy(), out_cfa[1].copy())
         elif kind == "rgb":
             patterns = (np.array([B, G, R], np.int8),) * 2  # BGR in memory, as the SDK delivers
         else:
@@ -338,12 +347,12 @@ class SensorSimulator:
         sfx, sfy, swt, sst = f.fx[sel], f.fy[sel], f.fw[sel] / float(b * b), f.fstar[sel]
         X, Y = to_out(sfx, sfy)
         pix = Y * w + X
-        sensor_ch = _CFA[sfy % 2, sfx % 2].astype(np.int64) if self.model.is_color else None
+        sensor_ch = self._cfa[sfy % 2, sfx % 2].astype(np.int64) if self.model.is_color else None
 
         if kind == "mono":
             elems, rates = pix, swt * response(sst, None)
         elif kind == "bayer":
-            och = _CFA[Y % 2, X % 2].astype(np.int64)
+            och = out_cfa[Y % 2, X % 2].astype(np.int64)
             elems, rates = pix, swt * response(sst, och)
         elif kind == "lum":
             elems, rates = pix, swt * response(sst, sensor_ch)
@@ -360,7 +369,7 @@ class SensorSimulator:
         hpix = HY * w + HX
         if kind == "rgb":
             pos_of = np.array([2, 1, 0])  # channel id -> position in BGR
-            hpix = hpix * 3 + pos_of[_CFA[hy % 2, hx % 2].astype(np.int64)]
+            hpix = hpix * 3 + pos_of[self._cfa[hy % 2, hx % 2].astype(np.int64)]
 
         all_e = np.concatenate([elems, hpix])
         uniq: np.ndarray
@@ -374,7 +383,7 @@ class SensorSimulator:
             uniq = np.zeros(0, np.int64)
             star = hot = np.zeros(0)
         if kind == "bayer":
-            ch = _CFA[(uniq // w) % 2, (uniq % w) % 2]
+            ch = out_cfa[(uniq // w) % 2, (uniq % w) % 2]
         elif kind == "rgb":
             ch = np.array([B, G, R], np.int8)[uniq % 3]
         else:

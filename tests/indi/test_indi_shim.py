@@ -1,7 +1,8 @@
 """The INDI shim through libindi's own client library (pyindi-client), against ``zwo-alpaca serve``.
 
 One server for the module: simulated ASI294MC Pro (colour, cooled, no ST4) and ASI120MM Mini
-(mono, uncooled, ST4). Each test leaves the cameras disconnected-or-idle as it found them.
+(mono, uncooled, ST4). Each test leaves the cameras disconnected-or-idle as it found them. The
+last section runs once per simulated model (``sweep_model``), each against its own server.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import requests
 
+from support import models as sweep
 from support.indi_client import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, needs_pyindi, start_indi_server
 from support.servers import alpaca_get, alpaca_put
 from zwo_common.fits import read_fits
@@ -67,15 +69,17 @@ def _wait_image(c: PyIndiClient, mark: int, timeout: float = 20.0) -> tuple[dict
 
 
 def test_disconnected_property_set_and_names(client: PyIndiClient) -> None:
-    """Before CONNECT only CONNECTION and DRIVER_INFO exist; names and interface bits as indi_asi."""
+    """Before CONNECT only CONNECTION, DRIVER_INFO and ACTIVE_DEVICES (libindi's CCD defines it always)
+    exist; names and interface bits as indi_asi."""
     for dev in (DEV294, DEV120):
         client.wait_new(dev, "DRIVER_INFO")
+        client.wait_new(dev, "ACTIVE_DEVICES")
     info = {e.device: e.values for e in client.events if e.name == "DRIVER_INFO"}
     assert info[DEV294]["DRIVER_INTERFACE"] == "2"  # CCD only
     assert info[DEV120]["DRIVER_INTERFACE"] == "6"  # CCD + GUIDER (ST4 port)
     assert info[DEV294]["DRIVER_EXEC"] == "zwo-alpaca-indi" and info[DEV294]["DRIVER_NAME"] == "ZWO CCD"
     names = {e.name for e in client.events if e.device == DEV120 and e.kind == "new"}
-    assert names == {"CONNECTION", "DRIVER_INFO"}
+    assert names == {"CONNECTION", "DRIVER_INFO", "ACTIVE_DEVICES"}
     conn = next(e for e in client.events if e.device == DEV120 and e.name == "CONNECTION")
     assert conn.values == {"CONNECT": False, "DISCONNECT": True} and conn.perm == PyIndi.IP_RW
 
@@ -323,3 +327,134 @@ def test_local_upload_confined(srv: IndiServer, connected: PyIndiClient) -> None
         assert np.array_equal(data, data2) and hdr2["NAXIS1"] == 320
     finally:
         c.set_switch(DEV294, "UPLOAD_MODE", "UPLOAD_CLIENT")
+
+
+# ==================================================================================================
+# Every model (the sweep): one server per simulated model (``sweep_model``; tests/support/models.py).
+# The default run covers a representative subset, ``bash scripts/sweep`` the whole catalog.
+# ==================================================================================================
+
+_CFA_NAMES = {0: "RGGB", 1: "BGGR", 2: "GRBG", 3: "GBRG"}  # ASI_BAYER_PATTERN -> INDI CFA_TYPE
+
+
+@pytest.fixture(scope="module")
+def model_srv(tmp_path_factory: pytest.TempPathFactory, sweep_model: str) -> Iterator[IndiServer]:
+    """A server with one camera of the model under test (device 0)."""
+    s = start_indi_server(tmp_path_factory.mktemp(f"indi-{sweep_model}"), simulator=sweep_model)
+    yield s
+    s.server.stop()
+
+
+@pytest.fixture
+def model_client(model_srv: IndiServer, sweep_model: str) -> Iterator[PyIndiClient]:
+    """The model's camera connected over INDI with BLOBs on; disconnected again afterwards."""
+    dev = sweep.indi_device(sweep_model)
+    c = PyIndiClient(model_srv.port)
+    c.setBLOBMode(PyIndi.B_ALSO, dev, None)
+    c.connect_device(dev)
+    yield c
+    mark = c.mark()
+    c.set_switch(dev, "CONNECTION", "DISCONNECT")
+    c.wait_event(lambda e: e.device == dev and e.name == "CONNECTION" and e.values.get("DISCONNECT"), 5, mark)
+    c.close()
+
+
+def test_model_property_set_follows_the_camera(model_srv: IndiServer, model_client: PyIndiClient,
+                                               sweep_model: str) -> None:
+    """What each model's SDK properties say shows up as INDI properties, as indi_asi offers them: the
+    guider interface and guide vectors for an ST4 port, the cooler for a cooled camera, CFA for
+    colour, CCD_INFO, the binning limit, the control ranges; and the ST4 port and cooler work."""
+    m, dev, c = sweep.model(sweep_model), sweep.indi_device(sweep_model), model_client
+    c.wait_event(lambda e: e.device == dev and e.kind == "new" and e.name == "CCD_CONTROLS", 10)
+    for name in ("CCD_EXPOSURE", "CCD_INFO", "CCD_BINNING", "CCD_TEMPERATURE", "CCD_CAPTURE_FORMAT", "CCD1"):
+        c.wait_new(dev, name)
+    props = {e.name: e for e in c.events if e.device == dev and e.kind == "new"}
+    info = next(e for e in c.events if e.device == dev and e.name == "DRIVER_INFO")
+    assert info.values["DRIVER_INTERFACE"] == ("6" if m.st4 else "2")  # CCD (+ GUIDER)
+    ccd_info = props["CCD_INFO"].values
+    assert (ccd_info["CCD_MAX_X"][0], ccd_info["CCD_MAX_Y"][0]) == (m.max_width, m.max_height)
+    assert ccd_info["CCD_PIXEL_SIZE"][0] == pytest.approx(m.pixel_size_um)
+    assert props["CCD_BINNING"].values["HOR_BIN"][2] == max(m.supported_bins)
+    assert ("TELESCOPE_TIMED_GUIDE_NS" in props) == m.st4 and ("TELESCOPE_TIMED_GUIDE_WE" in props) == m.st4
+    assert ("CCD_COOLER" in props) == m.cooled and ("CCD_COOLER_POWER" in props) == m.cooled
+    assert props["CCD_TEMPERATURE"].perm == (PyIndi.IP_RW if m.cooled else PyIndi.IP_RO)
+    assert ("CCD_CFA" in props) == m.is_color
+    if m.is_color:
+        assert props["CCD_CFA"].values["CFA_TYPE"] == _CFA_NAMES[m.bayer_pattern]
+    assert ("ASI_IMG_RGB24" in props["CCD_CAPTURE_FORMAT"].values) == m.is_color
+    ctl = props["CCD_CONTROLS"].values
+    for name in ("Gain", "Offset"):
+        spec = m.control(name)
+        assert ctl[name][1:] == (spec.min_value, spec.max_value), name
+    exposure = props["CCD_EXPOSURE"].values["CCD_EXPOSURE_VALUE"]
+    assert exposure[1] == pytest.approx(m.control("Exposure").min_value / 1e6)  # the SDK's minimum, not a default
+    if m.st4:
+        mark = c.mark()
+        c.set_numbers(dev, "TELESCOPE_TIMED_GUIDE_WE", TIMED_GUIDE_W=300, TIMED_GUIDE_E=0)
+        c.wait_event(lambda e: e.name == "TELESCOPE_TIMED_GUIDE_WE" and e.state == "Busy", 5, mark)
+        assert alpaca_get(model_srv.server, 0, "ispulseguiding")["Value"] is True
+        c.wait_event(lambda e: e.name == "TELESCOPE_TIMED_GUIDE_WE" and e.state == "Ok", 5, mark)
+    if m.cooled:
+        mark = c.mark()
+        c.set_numbers(dev, "CCD_TEMPERATURE", CCD_TEMPERATURE_VALUE=-5)
+        c.wait_event(lambda e: e.name == "CCD_COOLER" and e.values.get("COOLER_ON"), 5, mark)
+        assert alpaca_get(model_srv.server, 0, "cooleron")["Value"] is True
+        c.set_switch(dev, "CCD_COOLER", "COOLER_OFF")
+        c.wait_event(lambda e: e.name == "CCD_COOLER" and e.values.get("COOLER_OFF"), 5, mark)
+
+
+def test_model_bias_and_binned_subframe(model_srv: IndiServer, model_client: PyIndiClient, sweep_model: str) -> None:
+    """A bias frame (0 s) and a binned RAW16 subframe, then a RAW8 one from an odd column: sizes, the
+    FITS header, RAW16 values left-aligned to the ADC depth, and the Bayer phase for colour models."""
+    m, dev, c = sweep.model(sweep_model), sweep.indi_device(sweep_model), model_client
+    mark = c.mark()
+    c.set_numbers(dev, "CCD_FRAME", X=64, Y=32, WIDTH=256, HEIGHT=128)
+    c.wait_event(lambda e: e.name == "CCD_FRAME" and e.state == "Ok" and e.values["WIDTH"][0] == 256, 5, mark)
+    c.set_switch(dev, "CCD_FRAME_TYPE", "FRAME_BIAS")
+    c.wait_event(lambda e: e.name == "CCD_FRAME_TYPE" and e.state == "Ok", 5, mark)
+    try:
+        hdr, data, _ = _wait_image(c, _expose(c, 0, dev))
+    finally:
+        c.set_switch(dev, "CCD_FRAME_TYPE", "FRAME_LIGHT")
+    assert hdr["IMAGETYP"] == "Bias Frame"
+    assert hdr["EXPTIME"] == pytest.approx(alpaca_get(model_srv.server, 0, "exposuremin")["Value"])
+    assert data.shape == (128, 256) and data.dtype == np.uint16 and hdr["BITPIX"] == 16
+    assert not (data.astype(np.int64) % (1 << (16 - m.bit_depth))).any(), "RAW16 not left-aligned to the ADC"
+    assert ("BAYERPAT" in hdr) == m.is_color
+    if m.is_color:
+        assert hdr["BAYERPAT"] == _CFA_NAMES[m.bayer_pattern]
+
+    mark = c.mark()
+    c.set_numbers(dev, "CCD_BINNING", HOR_BIN=2, VER_BIN=2)
+    c.wait_event(lambda e: e.name == "CCD_BINNING" and e.state == "Ok", 5, mark)
+    c.wait_event(lambda e: e.name == "CCD_FRAME" and e.state == "Ok", 5, mark)
+    time.sleep(0.2)  # let the frame update that follows a binning change land before editing CCD_FRAME
+    c.set_numbers(dev, "CCD_FRAME", X=64, Y=32, WIDTH=256, HEIGHT=128)
+    c.wait_event(lambda e: e.name == "CCD_FRAME" and e.state == "Ok" and e.values["WIDTH"][0] == 256, 5, mark)
+    gain = m.control("Gain").max_value
+    c.set_numbers(dev, "CCD_CONTROLS", Gain=gain)
+    c.wait_event(lambda e: e.name == "CCD_CONTROLS" and e.state == "Ok", 5, mark)
+    try:
+        hdr, data, _ = _wait_image(c, _expose(c, 0.05, dev))
+        assert data.shape == (64, 128) and (hdr["XBINNING"], hdr["XORGSUBF"], hdr["YORGSUBF"]) == (2, 32, 16)
+        assert hdr["GAIN"] == gain and hdr["XPIXSZ"] == pytest.approx(2 * m.pixel_size_um)
+        assert "BAYERPAT" not in hdr  # binned colour data is no mosaic
+    finally:
+        mark = c.mark()
+        c.set_numbers(dev, "CCD_BINNING", HOR_BIN=1, VER_BIN=1)
+        c.wait_event(lambda e: e.name == "CCD_BINNING" and e.state == "Ok", 5, mark)
+
+    mark = c.mark()
+    c.set_switch(dev, "CCD_CAPTURE_FORMAT", "ASI_IMG_RAW8")
+    c.wait_event(lambda e: e.name == "CCD_CAPTURE_FORMAT" and e.state == "Ok", 5, mark)
+    time.sleep(0.2)  # (the frame update after the binning change above)
+    c.set_numbers(dev, "CCD_FRAME", X=1, Y=0, WIDTH=64, HEIGHT=32)
+    c.wait_event(lambda e: e.name == "CCD_FRAME" and e.state == "Ok" and e.values["WIDTH"][0] == 64, 5, mark)
+    try:
+        hdr, data, _ = _wait_image(c, _expose(c, 0.05, dev))
+    finally:
+        c.set_switch(dev, "CCD_CAPTURE_FORMAT", "ASI_IMG_RAW16")
+    assert hdr["BITPIX"] == 8 and data.shape == (32, 64) and data.dtype == np.uint8
+    assert ("BAYERPAT" in hdr) == m.is_color
+    if m.is_color:  # the pattern of the sensor's origin, and the subframe's offset into it
+        assert hdr["BAYERPAT"] == _CFA_NAMES[m.bayer_pattern] and (hdr["XBAYROFF"], hdr["YBAYROFF"]) == (1, 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 import requests
 
 from support.indi_client import DEV120, DEV294, IndiServer, PyIndi, PyIndiClient, indiserver_command, start_indi_server
-from support.servers import alpaca_get, free_port, wait_port
+from support.servers import alpaca_get, free_port, stop_process, wait_port
 from zwo_common.fits import read_fits
 
 needs_indi_bin = pytest.mark.skipif(shutil.which("indiserver") is None or shutil.which("indi_getprop") is None,
@@ -44,16 +43,6 @@ def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 def getprop(port: int, *specs: str, t: int = 3) -> dict[str, str]:
     out = run("indi_getprop", "-p", str(port), "-t", str(t), *specs).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_getprop_setprop_eval(srv: IndiServer) -> None:
@@ -117,7 +106,7 @@ def test_indiserver_chains_to_the_shim(srv: IndiServer, tmp_path: Path) -> None:
                 client.wait_event(lambda e: e.name == "CONNECTION" and e.values.get("DISCONNECT"), 5, mark)
             finally:
                 client.close()
-        stop_pid(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -157,7 +146,7 @@ def test_indiserver_runs_zwo_alpaca_indi_driver(tmp_path: Path) -> None:
     finally:
         if client is not None:
             client.close()
-        stop_pid(proc)
+        stop_process(proc)
         log.close()
     # indiserver is gone: the driver must notice (stdin closes), release the camera and exit.
     deadline = time.monotonic() + 8

@@ -9,6 +9,7 @@ No tests and no fixtures live here (fixtures are in ``tests/conftest.py``). One 
 * :mod:`support.faults`: the fault-matrix rig, bounded-time probes and the fault report.
 * :mod:`support.kstars`: KStars/Ekos under Xvfb for the real-client test.
 * :mod:`support.netns`: network namespaces for discovery over a (virtual) LAN.
+* :mod:`support.models`: which simulated models the model-dependent tests run against (``--models``).
 
 Import with ``from support.servers import start_server`` (``tests/`` is on ``sys.path``: pytest's
 ``pythonpath`` setting in setup.cfg; bench scripts get it from ``bench/_common.py``).

@@ -112,6 +112,11 @@ def _snapshot(prop: Any) -> tuple[dict[str, Any], str]:
             values[m.getName()] = m.getText()
     elif t == PyIndi.INDI_BLOB:
         for m in PyIndi.PropertyBlob(prop):
+            if m.getFormat().endswith((".z", ".fz")) and m.getSize() != m.getBlobLen():
+                # A compressed BLOB: `size` is the uncompressed length, and pyindi-client's getblobdata
+                # reads `size` bytes of a shorter buffer; keep only what a test can trust.
+                values[m.getName()] = (m.getFormat(), None)
+                continue
             data = m.getblobdata() if m.getSize() else b""
             values[m.getName()] = (m.getFormat(), bytes(data))
     return values, prop.getStateAsString()

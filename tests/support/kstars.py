@@ -15,14 +15,21 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from xml.sax.saxutils import escape
+
+from support.servers import stop_process
 
 TOOLS = ("kstars", "Xvfb", "dbus-daemon", "qdbus")
 SERVICE = "org.kde.kstars"
+EKOS_IF = "org.kde.kstars.Ekos"
+CAPTURE = "/KStars/Ekos/Capture"
+#: Debug output of KStars' INDI layer and of the Ekos modules the tests drive (Qt logging rules).
+DEBUG_LOG_RULES = ("org.kde.kstars.indi.debug=true;org.kde.kstars.ekos.debug=true;"
+                   "org.kde.kstars.ekos.capture.debug=true;org.kde.kstars.ekos.guide.debug=true")
 EKOS_ACTION = "/kstars/MainWindow_1/actions/ekos"
 
 
@@ -33,16 +40,8 @@ def missing_tools() -> list[str]:
 
 def _stop(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     """SIGTERM ``proc`` (by PID), SIGKILL after ``timeout``; wait for it."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
+    if proc is not None:
+        stop_process(proc, grace=timeout)
 
 
 def _no_core_dumps() -> None:
@@ -70,8 +69,9 @@ def _tail(path: Path, lines: int = 60) -> str:
 class KStars:
     """Xvfb + dbus-daemon + KStars under ``workdir``; use as a context manager."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_env = dict(extra_env or {})  # e.g. QT_LOGGING_RULES for Ekos' debug output
         self.home = workdir / "home"
         self.xvfb: subprocess.Popen | None = None
         self.dbus: subprocess.Popen | None = None
@@ -96,6 +96,7 @@ class KStars:
         env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
                    XDG_DATA_HOME=str(self.home / ".local/share"), XDG_CACHE_HOME=str(self.home / ".cache"),
                    XDG_RUNTIME_DIR=str(runtime), QT_QPA_PLATFORM="xcb", LANG="C.UTF-8", LC_ALL="C.UTF-8")
+        env.update(self.extra_env)
 
         # Xvfb picks a free display itself and writes its number to -displayfd.
         rfd, wfd = os.pipe()
@@ -242,6 +243,80 @@ class KStars:
 
         self.wait_for(ready, timeout, f"the Ekos window listing profile {profile!r}", interval=1.0)
 
+    def start_ekos(self, profile: str, host: str, port: int, timeout: float = 60.0) -> None:
+        """Select ``profile``, start Ekos and wait until it is connected to the INDI server (indiStatus
+        2 = Ekos::Success; with the profile's autoconnect the devices connect by themselves)."""
+        if self.qdbus("/KStars/Ekos", "setProfile", profile) != "true":
+            raise RuntimeError(f"Ekos does not know profile {profile!r}")
+        self.qdbus("/KStars/Ekos", "start")
+        self.wait_for(lambda: self.qdbus("/KStars/Ekos", f"{EKOS_IF}.indiStatus", check=False) == "2", timeout,
+                      f"Ekos connecting to the INDI server at {host}:{port}")
+
+    def stop_ekos(self, timeout: float = 20.0) -> None:
+        """Stop Ekos (its INDI connection) and wait until it is idle."""
+        self.qdbus("/KStars/Ekos", "stop")
+        self.wait_for(lambda: self.qdbus("/KStars/Ekos", f"{EKOS_IF}.ekosStatus", check=False) == "0", timeout,
+                      "Ekos to stop")
+
+    def run_sequence(self, seq: Path, frames: int, timeout: float) -> None:
+        """Load a one-job sequence queue into Capture (replacing any), run it and wait until its job
+        is complete with ``frames`` images; RuntimeError if the job errs or is aborted."""
+        self.qdbus(CAPTURE, "clearSequenceQueue")
+        if self.qdbus(CAPTURE, "loadSequenceQueue", str(seq)) != "true":
+            raise RuntimeError(f"Capture refused the sequence queue {seq}")
+        if self.qdbus(CAPTURE, "getJobCount") != "1":
+            raise RuntimeError(f"Capture did not load the one job of {seq}")
+        self.qdbus(CAPTURE, "start")
+
+        def job_done() -> bool:
+            state = self.qdbus(CAPTURE, "getJobState", "0", check=False)
+            if state in ("Error", "Aborted"):
+                raise RuntimeError(f"Ekos capture job ended in state {state}")
+            return state == "Complete"
+
+        self.wait_for(job_done, timeout, f"Ekos capturing {frames} frames")
+        progress = self.qdbus(CAPTURE, "getJobImageProgress", "0")
+        if progress != str(frames):
+            raise RuntimeError(f"Ekos' job completed with {progress} of {frames} frames")
+
+    def module_property(self, module: str, prop: str) -> str:
+        """A D-Bus property of an Ekos module, e.g. ``module_property("Capture", "camera")`` ("" if absent)."""
+        return self.qdbus(f"/KStars/Ekos/{module}", f"org.kde.kstars.Ekos.{module}.{prop}", check=False)
+
+    def module_log(self, module: str = "") -> str:
+        """The log an Ekos module shows (``""``: Ekos' own), newest line first, as Ekos keeps it."""
+        path = f"/KStars/Ekos/{module}" if module else "/KStars/Ekos"
+        iface = f"org.kde.kstars.Ekos.{module}" if module else EKOS_IF
+        return self.qdbus(path, f"{iface}.logText", check=False, timeout=5)
+
+    def optical_trains(self) -> list[dict[str, str]]:
+        """Ekos 3.6's optical trains as stored in the user database: which camera each module uses
+        is looked up by INDI device name in the profile's train (``camera``, ``guider``)."""
+        with sqlite3.connect(self.userdb, timeout=10) as db:
+            db.row_factory = sqlite3.Row
+            try:
+                rows = [dict(r) for r in db.execute("SELECT * FROM opticaltrains")]
+            except sqlite3.OperationalError:  # the table appears with Ekos' first start
+                rows = []
+        db.close()
+        return rows
+
+    def edit_userdb(self, sql: str, *params: object) -> None:
+        """Change KStars' user database while KStars is stopped (it keeps what it read in memory),
+        e.g. a profile's port or an optical train's camera, as the profile editor would."""
+        if self.kstars is not None and self.kstars.poll() is None:
+            raise RuntimeError("edit_userdb needs KStars stopped")
+        with sqlite3.connect(self.userdb, timeout=10) as db:
+            db.execute(sql, params)
+        db.close()
+
+    def log_text(self) -> str:
+        """KStars' whole log (stdout+stderr), e.g. to find debug lines enabled with QT_LOGGING_RULES."""
+        try:
+            return (self.workdir / "kstars.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
     def diagnostics(self) -> str:
         """Log tails and process states, for a failing test."""
         parts = []
@@ -254,4 +329,48 @@ class KStars:
         for log in ("xvfb.log", "dbus.log"):
             parts.append(f"--- {log}\n{_tail(self.workdir / log, 15)}")
         parts.append(f"--- kstars.log (tail)\n{_tail(self.workdir / 'kstars.log', 80)}")
+        if self.userdb.exists():
+            parts.append(f"--- optical trains: {self.optical_trains()}")
         return "\n".join(parts)
+
+
+def sequence_file(path: Path, frames_dir: Path, *, exposure: float, count: int, width: int, height: int,
+                  capture_format: str = "", gain: int | None = None) -> Path:
+    """An Ekos sequence queue (format 2.4, as KStars 3.6 saves it) with one light-frame job of
+    ``count`` full frames saved under ``frames_dir`` (Upload: Client). ``capture_format`` is a
+    CCD_CAPTURE_FORMAT label ("" keeps the camera's); ``gain`` is set through CCD_CONTROLS."""
+    d = escape(str(frames_dir))
+    props = ""
+    if gain is not None:
+        props = (f"<PropertyVector name='CCD_CONTROLS'>\n<OneElement name='Gain'>{gain}</OneElement>\n"
+                 "</PropertyVector>\n")
+    path.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<SequenceQueue version='2.4'>
+<GuideDeviation enabled='false'>2</GuideDeviation>
+<GuideStartDeviation enabled='false'>2</GuideStartDeviation>
+<Autofocus enabled='false'>0</Autofocus>
+<RefocusOnTemperatureDelta enabled='false'>1</RefocusOnTemperatureDelta>
+<RefocusEveryN enabled='false'>60</RefocusEveryN>
+<RefocusOnMeridianFlip enabled='false'/>
+<Job>
+<Exposure>{exposure}</Exposure>
+<Format>{escape(capture_format)}</Format>
+<Encoding>FITS</Encoding>
+<Binning><X>1</X><Y>1</Y></Binning>
+<Frame><X>0</X><Y>0</Y><W>{width}</W><H>{height}</H></Frame>
+<Type>Light</Type>
+<Count>{count}</Count>
+<Delay>0</Delay>
+<TargetName>zwotest</TargetName>
+<FITSDirectory>{d}</FITSDirectory>
+<PlaceholderFormat>{d}/%t_%T_%e_%F</PlaceholderFormat>
+<PlaceholderSuffix>3</PlaceholderSuffix>
+<UploadMode>0</UploadMode>
+<Properties>
+{props}</Properties>
+<Calibration><PreAction><Type>0</Type></PreAction>
+<FlatDuration dark='false'><Type>Manual</Type></FlatDuration></Calibration>
+</Job>
+</SequenceQueue>
+""")
+    return path

@@ -18,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from support.servers import stop_process  # re-exported: tests call netns.stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,7 +90,7 @@ class Netns:
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            stop_process(p)
+            stop_process(p, grace=2.0)
             raise
         if p.returncode != 0:
             raise RuntimeError(f"python in {self.name} exited {p.returncode}:\n{err}")
@@ -98,27 +99,8 @@ class Netns:
     def kill_all(self) -> None:
         """Stop every process this object started (by PID), then forget them."""
         for p in self.procs:
-            stop_process(p)
+            stop_process(p, grace=2.0)
         self.procs.clear()
-
-
-def stop_process(p: subprocess.Popen, grace: float = 2.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; only ever the given PID."""
-    if p.poll() is None:
-        try:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-    for f in (p.stdout, p.stderr, p.stdin):
-        if f is not None:
-            try:
-                f.close()
-            except OSError:
-                pass
 
 
 class Lan:

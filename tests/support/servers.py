@@ -4,6 +4,7 @@
   loopback port with a private config file, simulator lock directory and log file under
   ``workdir``; always stopped by PID (SIGTERM, then SIGKILL).
 * :func:`free_port`, :func:`wait_port`, :func:`wait_until`: ports and polling.
+* :func:`stop_process`: stopping a process the tests started, by PID (SIGTERM, then SIGKILL).
 * :func:`alpaca_get` / :func:`alpaca_put` / :func:`reset_camera`: plain HTTP calls on a server.
 
 Nothing here is a pytest fixture (those are in ``tests/conftest.py``), and pytest is imported only
@@ -34,6 +35,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def stop_process(p: subprocess.Popen, grace: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
+    """Stop a process the tests started, by its PID only: ``sig`` (SIGTERM), then SIGKILL after
+    ``grace`` seconds; its pipes are closed. Returns its exit status (None if it would not die)."""
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        except ProcessLookupError:
+            pass
+    for f in (p.stdout, p.stderr, p.stdin):
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+    return p.returncode
 
 
 class Server:

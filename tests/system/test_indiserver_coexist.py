@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from support.indi_client import PyIndi
-from support.servers import REPO, free_port
+from support.servers import REPO, free_port, stop_process
 
 DEFAULT_PORT = 7624
 DEFAULT_SOCKET = "/tmp/indiserver"  # libindi's default for -u
@@ -69,13 +69,7 @@ def stub_driver(path: Path) -> Path:
 
 def stop(proc: subprocess.Popen, pid_file: Path) -> None:
     """Stop an indiserver started here (SIGTERM, then SIGKILL), then any stub driver it left behind."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc)
     for pid in (int(p) for p in pid_file.read_text().split()) if pid_file.exists() else ():
         try:
             if os.getsid(pid) == proc.pid:  # still the driver of that server (its session), not a reused PID
