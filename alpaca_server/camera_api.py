@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from driver import controls
 from driver.bayer import shifted as bayer_shifted
 from driver.events import ExposureEnded
 from driver.model_facts import facts as model_facts
@@ -62,6 +63,12 @@ EXPOSURE_RESOLUTION_S = 1e-6
 # Fault-injection actions of simulated cameras (Action names, matched in any case).
 SIM_ACTIONS = ("sim.unplug", "sim.replug", "sim.record", "sim.unplug_after", "sim.inject", "sim.video_timeouts",
                "sim.camera_state", "sim.counters", "sim.threads")
+# Core settings ASCOM has no member for, as Actions with JSON Parameters (docs/alpaca.md): action ->
+# {Parameters key: CameraSettings field}. Cooler ones are offered on cooled models only.
+SETTING_ACTIONS: dict[str, dict[str, str]] = {
+    "cooler.ramp": {"slope": "ramp_slope", "threshold": "ramp_threshold"},
+    "cooler.warmup": {"enabled": "warm_at_disconnect"},
+}
 
 # Bayer pattern -> ASCOM (BayerOffsetX, BayerOffsetY): where the red pixel of the RGGB cell sits.
 BAYER_OFFSETS: dict[str, tuple[int, int]] = {"RGGB": (0, 0), "GRBG": (1, 0), "GBRG": (0, 1), "BGGR": (1, 1)}
@@ -336,8 +343,44 @@ class CameraDevice:
             return Blocking(lambda: self._sim_action(name, params))
         if name == "telemetry":  # the camera's recorded history: zwo_common/history.py (JSON; {"hours": n})
             return Blocking(lambda: history.telemetry_json(self.cam, params))
+        if name in self.supported_actions() and (name in SETTING_ACTIONS or name == "controls.auto"):
+            args = _json_params(name, params)
+            if name == "controls.auto":
+                return Blocking(lambda: self._auto_action(args), name)
+            return Blocking(lambda: self._setting_action(name, args), name)
         supported = ", ".join(self.supported_actions()) or "none"
         raise AlpacaError(ACTION_NOT_IMPLEMENTED, f"action {action!r} is not supported (supported: {supported})")
+
+    def _setting_action(self, name: str, args: dict[str, Any]) -> str:
+        """``cooler.ramp`` ``{"slope": C/min, "threshold": C}``, ``cooler.warmup`` ``{"enabled": bool}``:
+        the given keys go to ``configure()`` (the core validates them); empty Parameters only read.
+        The reply is the JSON of the settings after the change, plus the ramp's live state."""
+        fields = SETTING_ACTIONS[name]
+        unknown = sorted(set(args) - set(fields))
+        if unknown:
+            raise AlpacaError(INVALID_VALUE, f"{name}: unknown Parameters key(s) {', '.join(unknown)}: "
+                                             f"valid {', '.join(fields)}")
+        if args:
+            self.cam.configure(**{fields[k]: v for k, v in args.items()})
+        st = self.cam.settings
+        body: dict[str, Any] = {k: getattr(st, f) for k, f in fields.items()}
+        if name == "cooler.ramp":
+            status = self.cam.status()
+            body.update(target=st.target_temperature, setpoint=status.ramp_setpoint,
+                        reached=status.temperature_reached)
+        return orjson.dumps(body).decode()
+
+    def _auto_action(self, args: dict[str, Any]) -> str:
+        """``controls.auto`` ``{"Gain": true, "WB_R": false}``: ``set_auto()`` per SDK control name
+        (the core refuses controls without an automatic mode); empty Parameters only read. Replies
+        ``{"available": [names], "auto": {name: true}}``."""
+        for cname, on in args.items():
+            if not isinstance(on, bool):
+                raise AlpacaError(INVALID_VALUE, f"controls.auto: {cname} must be true or false, got {on!r}")
+            self.cam.set_auto(cname, on)
+        info = self.cam.info
+        available = [c.name for c in controls.auto_capable(info.controls if info is not None else None)]
+        return orjson.dumps({"available": available, "auto": dict(self.cam.settings.auto_controls)}).decode()
 
     def _sim_action(self, name: str, params: str) -> str:
         from driver import simulator  # noqa: PLC0415 - only simulated cameras get here
@@ -379,12 +422,7 @@ class CameraDevice:
         state (controls, ROI, cooler...); ``sim.counters``: the device core's counters; ``sim.threads``:
         the names of the server's threads (bench/soak.py tells pool workers from leaks with them).
         """
-        try:
-            args = orjson.loads(params) if params.strip() else {}
-        except orjson.JSONDecodeError:
-            raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}") from None
-        if not isinstance(args, dict):
-            raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}")
+        args = _json_params(name, params)
         try:
             if name == "sim.unplug_after":
                 sim.unplug_after(slot, str(args.get("phase", "exposure")), float(args.get("delay", 0.0)))
@@ -403,8 +441,10 @@ class CameraDevice:
         return orjson.dumps(_jsonable(body), option=orjson.OPT_NON_STR_KEYS).decode()
 
     def supported_actions(self) -> list[str]:
-        """What :meth:`put_action` accepts."""
-        return ["telemetry", *SIM_ACTIONS] if self.simulated else ["telemetry"]
+        """What :meth:`put_action` accepts: the cooler ones on cooled models only."""
+        info = self.cam.info
+        cooled = [n for n in SETTING_ACTIONS if n.startswith("cooler.")] if info is not None and info.has_cooler else []
+        return ["telemetry", *cooled, "controls.auto", *(SIM_ACTIONS if self.simulated else ())]
 
     def _command(self, req: AlpacaRequest) -> Any:
         req.get_str("Command")
@@ -976,6 +1016,17 @@ class CameraDevice:
 
 def _or_default(value: int | None, default: int) -> int:
     return int(value if value is not None else default)
+
+
+def _json_params(name: str, params: str) -> dict[str, Any]:
+    """An Action's Parameters as a JSON object (empty text: {}); InvalidValue naming the action otherwise."""
+    try:
+        args = orjson.loads(params) if params.strip() else {}
+    except orjson.JSONDecodeError:
+        raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}") from None
+    if not isinstance(args, dict):
+        raise AlpacaError(INVALID_VALUE, f"{name}: Parameters must be a JSON object, got {params[:60]!r}")
+    return args
 
 
 def _jsonable(obj: Any) -> Any:

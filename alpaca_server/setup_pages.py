@@ -14,8 +14,11 @@ through small JSON endpoints (all under ``/setup/v1/camera/{n}/``):
                            "pattern": "...", "count": N|null}``: the loop (``zwo_common.capture_files
                            .CaptureLoops``: the core's ``start_capture()``, FITS files when saving)
 ``POST action/stop``       stop the loop (``stop_capture()``), forgotten: it does not resume
-``POST action/settings``   gain, offset, binning, ROI, readout mode, USB, cooler: ``configure()``,
-                           then saved to the config file as the camera's defaults
+``POST action/settings``   gain, offset, binning, ROI, readout mode, USB, cooler (setpoint, ramp,
+                           threshold, warm-up at disconnect): ``configure()``, then saved to the
+                           config file as the camera's defaults
+``POST action/auto``       ``{"control": "Gain", "on": bool}``: ``set_auto()``, saved too (the
+                           list ``auto_controls``, applied at the first connect after a start)
 ``POST action/schedule``   ``{"window": "HH:MM-HH:MM" | ""}``: ``set_schedule()``, saved too
 =========================  ====================================================================
 
@@ -30,6 +33,7 @@ import asyncio
 import html
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +131,8 @@ def _json(value: Any, status: int = 200) -> web.Response:
 def _state_label(st: Any) -> str:
     """A short, human label for a camera's state (what the badge shows)."""
     name = str(getattr(st.state, "value", st.state))
+    if name == "warming":  # disconnected for clients; the core still holds the camera for the warm-up
+        return "Warming up before releasing the camera"
     if not st.connected:
         return "Connecting" if st.connecting else "Disconnected"
     if name == "off_peak":
@@ -250,6 +256,12 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
         "<div class='field'><label for='f-target_temperature'>Cooler target °C</label>"
         "<input id='f-target_temperature' name='target_temperature' type='number' step='0.5' inputmode='decimal' "
         "placeholder='e.g. -10'></div>"
+        "<div class='field'><label for='f-ramp_slope'>Cooler ramp (°C/min, 0 = off)</label>"
+        "<input id='f-ramp_slope' name='ramp_slope' type='number' min='0' step='any' inputmode='decimal'></div>"
+        "<div class='field'><label for='f-ramp_threshold'>Setpoint reached within (°C)</label>"
+        "<input id='f-ramp_threshold' name='ramp_threshold' type='number' step='any' inputmode='decimal'></div>"
+        "<div class='field check'><label><input type='checkbox' name='warm_at_disconnect' "
+        "id='f-warm_at_disconnect'> Warm the sensor up at disconnect</label></div>"
         if cooler else ""
     )
     return f"""
@@ -328,6 +340,10 @@ def _camera_body(ctx: ServerContext, dev: CameraDevice, *, message: str = "", er
       id='f-high_speed'> High-speed readout</label></div>
     {cooler_fields}
   </div>
+  <fieldset id='auto-controls' hidden><legend>Automatic (run by the SDK)</legend>
+  <div class='row4' id='auto-list'></div>
+  <p class='muted small'>Applied at once. A control on auto keeps the value the SDK chooses: its field
+  above is not sent with Apply (sending a value would take it back to manual).</p></fieldset>
   <div class='buttons'><button type='submit' class='primary' id='apply'>Apply &amp; save</button>
   <button type='button' id='revert'>Revert</button></div>
   <p class='muted small'>Applied to the camera now and saved in the config file as its defaults for the next start.
@@ -413,7 +429,7 @@ def parse_defaults_form(form: Any, names: Any = None) -> dict[str, Any]:
     for name, kind in DEFAULT_FIELDS.items():
         if names is not None and name not in names:
             continue
-        if name not in form:
+        if name not in form or kind is list:  # lists (auto_controls) have their own action, not the form
             continue
         raw = form.get(name)
         if kind is bool:
@@ -460,8 +476,11 @@ def _parse_window(text: str) -> Any:
 
 
 # Config key (zwo_common.config.DEFAULT_FIELDS) -> CameraSettings field: the same name, except the
-# readout mode, which is the core's image type. "schedule" is not a setting (set_schedule()).
-_SETTING_OF = {key: {"readout_mode": "image_type"}.get(key, key) for key in DEFAULT_FIELDS if key != "schedule"}
+# readout mode, which is the core's image type. "schedule" (set_schedule()) and "auto_controls"
+# (set_auto()) are not configure() settings.
+_NOT_CONFIGURE = frozenset({"schedule", "auto_controls"})
+_SETTING_OF = {key: {"readout_mode": "image_type"}.get(key, key) for key in DEFAULT_FIELDS
+               if key not in _NOT_CONFIGURE}
 
 
 # The settings set_subframe() takes together (binned pixels; None width/height: the full frame).
@@ -496,7 +515,41 @@ def apply_defaults(dev: CameraDevice, values: dict[str, Any], log: logging.Logge
             message = getattr(exc, "message", None) or str(exc)
             problems.append(f"schedule: {message}")
             log.warning("camera %d: schedule %r not applied: %s", dev.number, window, message)
+    if values.get("auto_controls"):
+        _apply_auto(dev, list(values["auto_controls"]), log)
     return problems
+
+
+def _apply_auto(dev: CameraDevice, names: list[str], log: logging.Logger) -> None:
+    """The saved auto controls, through ``set_auto()``: now if the camera's controls are known, else
+    once, right after its first connection (the core then keeps them across reconnects)."""
+    def apply() -> None:
+        for name in names:
+            try:
+                dev.cam.set_auto(name, True)
+            except Exception as exc:  # noqa: BLE001 - a control this camera lacks: say so, go on
+                log.warning("camera %d: saved auto control %s not applied: %s", dev.number, name,
+                            getattr(exc, "message", None) or exc)
+
+    info = dev.cam.info
+    if info is not None and info.controls is not None:
+        apply()
+        return
+
+    def on_event(event: Any) -> None:
+        if getattr(event, "kind", None) != "connected":
+            return
+        dev.cam.remove_listener(on_event)
+        # Not in the core's thread that publishes the event: set_auto() calls the SDK.
+        threading.Thread(target=apply, name=f"camera{dev.number}-auto", daemon=True).start()
+
+    dev.cam.add_listener(on_event)
+
+
+def _auto_saved(dev: CameraDevice) -> dict[str, Any]:
+    """The ``auto_controls`` config key for the camera's auto controls now (None removes it)."""
+    names = sorted(n for n, on in dev.cam.settings.auto_controls.items() if on)
+    return {"auto_controls": names or None}
 
 
 def _persist(request: web.Request, ctx: ServerContext, dev: CameraDevice, changes: dict[str, Any]) -> None:
@@ -549,6 +602,8 @@ def _status_json(dev: CameraDevice, st: Any) -> dict[str, Any]:
         "cooler_on": st.cooler_on,
         "cooler_power": st.cooler_power,
         "target_temperature": st.target_temperature,
+        "ramp_setpoint": st.ramp_setpoint,
+        "temperature_reached": st.temperature_reached,
         "capturing": bool(st.capturing),
         "off_peak_until": st.off_peak_until,
         "frame_seq": int(st.frame_seq),
@@ -578,6 +633,9 @@ def _info_json(dev: CameraDevice) -> dict[str, Any]:
         "usb_bandwidth": _range(known, controls.BANDWIDTH), "target_temperature": _range(known, controls.TARGET_TEMP),
         "high_speed": controls.find(known, controls.HIGH_SPEED) is not None if known else None,
         "controls_known": info.controls is not None,
+        # the controls the SDK can run itself, with the form field each one's value is in (if any)
+        "auto_controls": [{"name": c.name, "setting": controls.setting_for(c.name)}
+                          for c in controls.auto_capable(info.controls)],
     }
 
 
@@ -598,6 +656,8 @@ def _settings_json(dev: CameraDevice) -> dict[str, Any]:
         "height": s.height, "usb_bandwidth": value(s.usb_bandwidth, controls.BANDWIDTH),
         "high_speed": bool(s.high_speed),
         "cooler_on": bool(s.cooler_on), "target_temperature": s.target_temperature,
+        "ramp_slope": s.ramp_slope, "ramp_threshold": s.ramp_threshold,
+        "warm_at_disconnect": bool(s.warm_at_disconnect), "auto_controls": dict(s.auto_controls),
     }
 
 
@@ -676,7 +736,7 @@ def _seconds(body: dict[str, Any], name: str) -> float:
 
 def _settings_changes(dev: CameraDevice, body: dict[str, Any]) -> dict[str, Any]:
     """Parse the settings form (no camera access): the config-key values to apply and persist."""
-    unknown = set(body) - (set(DEFAULT_FIELDS) - {"schedule"})
+    unknown = set(body) - (set(DEFAULT_FIELDS) - _NOT_CONFIGURE)
     if unknown:
         raise ActionError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     try:
@@ -855,8 +915,17 @@ async def camera_action(request: web.Request) -> web.Response:
         elif name == "settings":
             values = _settings_changes(dev, body)
             await run_blocking(ctx.sdk_pool, lambda: _apply_settings(dev, values), ctx.call_timeout)
-            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, values), ctx.call_timeout)
+            # A value given makes its control manual again (the core): the saved auto list follows.
+            saved = {**values, **_auto_saved(dev)}
+            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, saved), ctx.call_timeout)
             message = "Settings applied and saved"
+        elif name == "auto":
+            control, on = str(body.get("control", "")), body.get("on")
+            if not isinstance(on, bool):
+                raise ActionError(f"on: {on!r} is not true or false")
+            await run_blocking(ctx.sdk_pool, lambda: cam.set_auto(control, on), ctx.call_timeout)
+            await run_blocking(ctx.sdk_pool, lambda: _persist(request, ctx, dev, _auto_saved(dev)), ctx.call_timeout)
+            message = f"{control}: {'automatic' if on else 'manual'}"
         elif name == "schedule":
             text = str(body.get("window", "") or "").strip()
             try:

@@ -28,6 +28,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,9 +53,10 @@ from zwo_common.fpack import build_fits_fz, plain_size
 
 from . import __version__
 from .blob import EncodedBlob
+from .config import AUTOSAVED, DeviceConfig
 from .device_base import Client, DeviceHost, Handler, PropertyDevice, Reject
 from .protocol import ALERT, BLOB, BUSY, IDLE, OK, Number, Switch, Text, Vector, fmt_number
-from .snoop import Snooping
+from .snoop import ROLES, SCOPE_RANGES, Snooping
 from .stream import VideoStream
 from .upload import UploadError, UploadTarget
 
@@ -70,7 +72,10 @@ FORMAT_BY_MEMBER = {m: k for k, (m, _) in FORMATS.items()}
 # CCD_FRAME_TYPE members -> (label, the core's frame type).
 FRAME_TYPES = {"FRAME_LIGHT": ("Light", "light"), "FRAME_BIAS": ("Bias", "bias"),
                "FRAME_DARK": ("Dark", "dark"), "FRAME_FLAT": ("Flat", "flat")}
-ALWAYS_DEFINED = ("CONNECTION", "DRIVER_INFO", "ACTIVE_DEVICES")
+ALWAYS_DEFINED = ("CONNECTION", "DRIVER_INFO", "CONFIG_PROCESS", "ACTIVE_DEVICES")
+UPLOAD_MODES = ("UPLOAD_CLIENT", "UPLOAD_LOCAL", "UPLOAD_BOTH")
+TRANSFER_FORMATS = ("FORMAT_FITS", "FORMAT_NATIVE")
+ENABLED = ("INDI_ENABLED", "INDI_DISABLED")
 
 #: The one table from core errors to what the INDI client sees. The Alert text is always the
 #: core's message (it says what was wrong and what is valid); the table says how loudly the server
@@ -128,7 +133,7 @@ class CcdDevice(PropertyDevice):
     """The INDI face of one `ZWOCamera`. All methods run on the server's event loop."""
 
     def __init__(self, host: DeviceHost, cam: Any, name: str, *, upload_dir: str | None = None,
-                 driver_exec: str = "zwo-alpaca-indi") -> None:
+                 driver_exec: str = "zwo-alpaca-indi", config_path: Path | None = None) -> None:
         super().__init__(host, name)
         self.cam = cam
         self.driver_exec = driver_exec
@@ -141,7 +146,7 @@ class CcdDevice(PropertyDevice):
         self._connected_defined = False
         self._listener = self._on_core_event
         self._custom_fits: dict[str, tuple[str, object, str]] = {}
-        self._cfa_override = False
+        self._cfa: dict[str, str] | None = None  # CCD_CFA as a client corrected it (None: the core's phase)
         self._guide_timers: dict[str, asyncio.TimerHandle] = {}
         self._target_temp: float | None = None
         self._disconnecting = False
@@ -149,12 +154,20 @@ class CcdDevice(PropertyDevice):
         self._upload = UploadTarget(upload_dir) if upload_dir else None
         self._compress = False  # CCD_COMPRESSION: kept across reconnections, as libindi's CCD does
         self._fast = False  # CCD_FAST_TOGGLE, kept across reconnections as libindi keeps it
+        # Also kept across reconnections, as libindi's CCD keeps them (and saves them: config.py).
+        self._native = False  # CCD_TRANSFER_FORMAT FORMAT_NATIVE
+        self._upload_mode = "UPLOAD_CLIENT"
+        self._upload_settings = self._default_upload_settings()
         self._fast_count = 1  # CCD_FAST_COUNT FRAMES: frames left in the fast series, this one included
         self._encoding = 0  # images whose file is still being built from the core's (reused) buffer
         self.frames_delivered = 0
         self.stream = VideoStream(self)  # libindi's streaming properties (CCD_VIDEO_STREAM, ...)
         self.snoop = Snooping(self)  # ACTIVE_DEVICES, SCOPE_INFO and what those devices publish (snoop.py)
         self._observations: dict[int, Any] = {}  # exposure id -> what they said when it started
+        # CONFIG_PROCESS and the saved INDI-only choices (indi_shim/config.py), read before the
+        # first definitions as libindi's CCD reads ACTIVE_DEVICES in initProperties.
+        self.config = DeviceConfig(self, config_path)
+        self.config.load_at_start()
         for vec in self._base_properties():
             self.define(vec)
 
@@ -199,17 +212,26 @@ class CcdDevice(PropertyDevice):
         if not frame.bayer_pattern:
             return None
         pattern, bx, by = frame.bayer_pattern, frame.bayer_offset_x, frame.bayer_offset_y
-        cfa = self.vector("CCD_CFA")
-        if self._cfa_override and cfa is not None:
-            pattern = str(cfa.text("CFA_TYPE").value) or pattern
-            bx = _int_or(cfa.text("CFA_OFFSET_X").value, bx)
-            by = _int_or(cfa.text("CFA_OFFSET_Y").value, by)
+        if self._cfa is not None:
+            pattern = self._cfa.get("CFA_TYPE") or pattern
+            bx = _int_or(self._cfa.get("CFA_OFFSET_X", ""), bx)
+            by = _int_or(self._cfa.get("CFA_OFFSET_Y", ""), by)
         return pattern, bx, by
 
     # ================================================================== framework hooks
     def handler(self, name: str) -> Handler | None:
         """A CCD property's handler, else the stream's (CCD_VIDEO_STREAM, RECORD_STREAM, ...)."""
-        return super().handler(name) or self.stream.handler(name) or self.snoop.handler(name)
+        found = (super().handler(name) or self.stream.handler(name) or self.snoop.handler(name)
+                 or self.config.handler(name))
+        if found is None or name not in AUTOSAVED:
+            return found
+        handler = found
+
+        async def then_save(client: Client, vec: Vector, values: dict[str, Any]) -> None:
+            await handler(client, vec, values)
+            await self.config.changed({name})  # as libindi's saveConfig(property) after the change
+
+        return then_save
 
     def immediate(self, name: str) -> bool:
         """An abort must not wait behind the exposure request it aborts."""
@@ -252,7 +274,7 @@ class CcdDevice(PropertyDevice):
             Text("DRIVER_VERSION", "Version", __version__),
             Text("DRIVER_INTERFACE", "Interface", str(self._interface())),
         ])
-        return [conn, info, self.snoop.vector]
+        return [conn, info, self.config.vector, self.snoop.vector]  # libindi's order
 
     def _full(self) -> tuple[int, int]:
         info = self.cam.info
@@ -316,7 +338,8 @@ class CcdDevice(PropertyDevice):
                                [Switch(FORMATS[k][0], FORMATS[k][1], k == st.image_type) for k in formats],
                                rule="OneOfMany"))
         props.append(self._vec("Switch", "CCD_TRANSFER_FORMAT", "Encode", IMAGE_SETTINGS, "rw", [
-            Switch("FORMAT_FITS", "FITS", True), Switch("FORMAT_NATIVE", "Native")], rule="OneOfMany"))
+            Switch("FORMAT_FITS", "FITS", not self._native), Switch("FORMAT_NATIVE", "Native", self._native)],
+            rule="OneOfMany"))
         props.append(self._vec("Number", "CCD_INFO", "CCD Information", IMAGE_INFO, "ro", [
             Number("CCD_MAX_X", "Max. Width", "%.f", 1, 16000, 0, fw),
             Number("CCD_MAX_Y", "Max. Height", "%.f", 1, 16000, 0, fh),
@@ -341,16 +364,18 @@ class CcdDevice(PropertyDevice):
         if info.is_color and info.bayer_pattern:
             # The core's phase of the images the current subframe and flip deliver (driver.bayer).
             pattern, bx, by = self.cam.bayer_phase() or (info.bayer_pattern, 0, 0)
+            cfa = {"CFA_OFFSET_X": str(bx), "CFA_OFFSET_Y": str(by), "CFA_TYPE": pattern, **(self._cfa or {})}
             props.append(self._vec("Text", "CCD_CFA", "Bayer Info", IMAGE_INFO, "rw", [
-                Text("CFA_OFFSET_X", "X Offset", str(bx)), Text("CFA_OFFSET_Y", "Y Offset", str(by)),
-                Text("CFA_TYPE", "Filter", pattern)]))
+                Text("CFA_OFFSET_X", "X Offset", cfa["CFA_OFFSET_X"]), Text("CFA_OFFSET_Y", "Y Offset",
+                                                                             cfa["CFA_OFFSET_Y"]),
+                Text("CFA_TYPE", "Filter", cfa["CFA_TYPE"])]))
         props.append(self.snoop.scope_vector())
         props.append(self._vec("Switch", "UPLOAD_MODE", "Upload", OPTIONS, "rw", [
-            Switch("UPLOAD_CLIENT", "Client", True), Switch("UPLOAD_LOCAL", "Local"), Switch("UPLOAD_BOTH", "Both")],
+            Switch(m, label, m == self._upload_mode) for m, label in zip(UPLOAD_MODES, ("Client", "Local", "Both"))],
             rule="OneOfMany", timeout=0))
         props.append(self._vec("Text", "UPLOAD_SETTINGS", "Upload Settings", OPTIONS, "rw", [
-            Text("UPLOAD_DIR", "Dir", str(self._upload.base) if self._upload else ""),
-            Text("UPLOAD_PREFIX", "Prefix", "IMAGE_XXX")]))
+            Text("UPLOAD_DIR", "Dir", self._upload_settings["UPLOAD_DIR"]),
+            Text("UPLOAD_PREFIX", "Prefix", self._upload_settings["UPLOAD_PREFIX"])]))
         # libindi's fast exposure: the core starts the next frame as soon as one is read out.
         props.append(self._vec("Switch", "CCD_FAST_TOGGLE", "Fast Exposure", OPTIONS, "rw", [
             Switch("INDI_ENABLED", "Enabled", self._fast), Switch("INDI_DISABLED", "Disabled", not self._fast)],
@@ -380,6 +405,8 @@ class CcdDevice(PropertyDevice):
         for v in props:
             self.define(v)
         self._connected_defined = True
+        if self._upload_mode != "UPLOAD_CLIENT":  # a kept (or saved) local mode shows its last file
+            self._file_path_vector()
         if self._poller is None or self._poller.done():
             self._poller = self.loop.create_task(self._poll(), name=f"indi-poll-{self.name}")
 
@@ -641,11 +668,7 @@ class CcdDevice(PropertyDevice):
 
     async def _deliver_image(self, frame: Any, exposure: Exposure, gen: int) -> None:
         """Build the image file once, save and/or send it, then turn CCD_EXPOSURE Ok (in that order)."""
-        transfer = self.vector("CCD_TRANSFER_FORMAT")
-        native = transfer is not None and transfer.on_switch() == "FORMAT_NATIVE"
-        upload_mode = self.vector("UPLOAD_MODE")
-        mode = (upload_mode.on_switch() if upload_mode is not None else None) or "UPLOAD_CLIENT"
-        compress = self._compress
+        native, mode, compress = self._native, self._upload_mode, self._compress
         size: int | None = None  # the BLOB's size attribute: the length before compression
         try:
             if native:
@@ -700,14 +723,13 @@ class CcdDevice(PropertyDevice):
         return fp
 
     async def _save_local(self, raw: memoryview, ext: str, gen: int) -> None:
-        settings = self.vector("UPLOAD_SETTINGS")
-        if self._upload is None or settings is None:
+        if self._upload is None:
             self.message("[ERROR] local upload is not enabled on this server (no upload directory configured); "
                          "the image was not saved")
             return
         try:
-            comps = self._upload.components(str(settings.text("UPLOAD_DIR").value))
-            prefix = str(settings.text("UPLOAD_PREFIX").value)
+            comps = self._upload.components(self._upload_settings["UPLOAD_DIR"])
+            prefix = self._upload_settings["UPLOAD_PREFIX"]
             path = await self.server.compute(self._upload.save, comps, prefix, ext, raw)
         except (UploadError, OSError) as exc:
             self.message(f"[ERROR] cannot save the image: {exc}")
@@ -897,17 +919,10 @@ class CcdDevice(PropertyDevice):
             self.publish(ccd_info)
 
     async def _new_ccd_compression(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
-        chosen = next(k for k, v in values.items() if v)
-        vec.set_one(chosen)
-        self._compress = chosen == "INDI_ENABLED"
-        vec.state = OK
-        self.publish(vec)
+        self.take_option("CCD_COMPRESSION", values)
 
     async def _new_ccd_transfer_format(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
-        chosen = next(k for k, v in values.items() if v)
-        vec.set_one(chosen)
-        vec.state = OK
-        self.publish(vec)
+        self.take_option("CCD_TRANSFER_FORMAT", values)
 
     # ---------------------------------------------------------------- controls
     async def _new_ccd_controls(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
@@ -993,10 +1008,7 @@ class CcdDevice(PropertyDevice):
             await self.server.call(self.cam.abort_exposure)  # as libindi: switching it off ends the series
         if on and not self._fast:
             self.message("[WARNING] Fast exposure: after a frame is read out, the next one starts at once.")
-        self._fast = on
-        vec.set_one("INDI_ENABLED" if on else "INDI_DISABLED")
-        vec.state = OK
-        self.publish(vec)
+        self.take_option("CCD_FAST_TOGGLE", values)
         count = self.vector("CCD_FAST_COUNT")
         if not on and count is not None and count.state == BUSY:
             count.state = IDLE
@@ -1092,44 +1104,121 @@ class CcdDevice(PropertyDevice):
 
     # ---------------------------------------------------------------- upload, CFA, FITS header
     async def _new_upload_mode(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
-        chosen = next(k for k, v in values.items() if v)
-        if chosen != "UPLOAD_CLIENT" and self._upload is None:
-            raise Reject("local upload is not enabled on this server: start it with an upload directory "
-                         "(ZWO_ALPACA_UPLOAD_DIR or the server's upload_dir option); only UPLOAD_CLIENT is available")
-        vec.set_one(chosen)
-        vec.state = OK
-        self.publish(vec)
-        if chosen == "UPLOAD_CLIENT":
-            self.delete("CCD_FILE_PATH")
-        else:
-            self._file_path_vector()
+        self.take_option("UPLOAD_MODE", values)
 
     async def _new_upload_settings(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
-        d = str(values.get("UPLOAD_DIR", vec.text("UPLOAD_DIR").value))
-        prefix = str(values.get("UPLOAD_PREFIX", vec.text("UPLOAD_PREFIX").value))
-        try:
-            if self._upload is not None:
-                d = self._upload.display(self._upload.components(d))
-            UploadTarget.check_prefix(prefix)
-        except UploadError as exc:
-            raise Reject(str(exc)) from None
-        vec.text("UPLOAD_DIR").value = d
-        vec.text("UPLOAD_PREFIX").value = prefix
-        vec.state = OK
-        self.publish(vec)
+        self.take_option("UPLOAD_SETTINGS", values)
 
     async def _new_ccd_cfa(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
+        self.take_option("CCD_CFA", values)
+
+    # ---------------------------------------------------------------- INDI-only choices (saved by config.py)
+    def _default_upload_settings(self) -> dict[str, str]:
+        return {"UPLOAD_DIR": str(self._upload.base) if self._upload else "", "UPLOAD_PREFIX": "IMAGE_XXX"}
+
+    def option_values(self) -> dict[str, dict[str, Any] | None]:
+        """The INDI-only choices this device keeps across connections, as member values (what
+        `indi_shim.config` saves; None: nothing to save, e.g. CCD_CFA while the core's phase applies)."""
+        fl, ap = self.snoop.scope
+        return {
+            "ACTIVE_DEVICES": dict(self.snoop.active),
+            "UPLOAD_MODE": {m: m == self._upload_mode for m in UPLOAD_MODES},
+            "UPLOAD_SETTINGS": dict(self._upload_settings),
+            "CCD_FAST_TOGGLE": {"INDI_ENABLED": self._fast, "INDI_DISABLED": not self._fast},
+            "CCD_COMPRESSION": {"INDI_ENABLED": self._compress, "INDI_DISABLED": not self._compress},
+            "CCD_TRANSFER_FORMAT": {"FORMAT_FITS": not self._native, "FORMAT_NATIVE": self._native},
+            "CCD_CFA": dict(self._cfa) if self._cfa is not None else None,
+            "SCOPE_INFO": {"FOCAL_LENGTH": fl, "APERTURE": ap},
+        }
+
+    def take_option(self, name: str, values: dict[str, Any] | None) -> None:
+        """Take one INDI-only choice, from a client's request or a saved configuration (``values``
+        None: libindi's default), and publish it if the property is defined. The checks are the
+        same for both; raises `Reject` with what is wrong and what is allowed."""
+        if name == "ACTIVE_DEVICES":
+            texts = _texts(name, values, [r.member for r in ROLES]) if values is not None else \
+                {r.member: r.default for r in ROLES}
+            self.snoop.set_active(texts)
+        elif name == "SCOPE_INFO":
+            nums = {"FOCAL_LENGTH": 0.0, "APERTURE": 0.0} if values is None else _numbers_in(name, values)
+            self.snoop.set_scope(nums)
+        elif name == "UPLOAD_MODE":
+            chosen = "UPLOAD_CLIENT" if values is None else _one_of(name, values, UPLOAD_MODES)
+            if chosen != "UPLOAD_CLIENT" and self._upload is None:
+                raise Reject("local upload is not enabled on this server: start it with an upload directory "
+                             "(ZWO_ALPACA_UPLOAD_DIR or the server's upload_dir option); only UPLOAD_CLIENT is "
+                             "available")
+            self._upload_mode = chosen
+            self._show_switch(name, chosen)
+            if self._connected_defined:
+                if chosen == "UPLOAD_CLIENT":
+                    self.delete("CCD_FILE_PATH")
+                else:
+                    self._file_path_vector()
+        elif name == "UPLOAD_SETTINGS":
+            texts = self._default_upload_settings() if values is None else \
+                {**self._upload_settings, **_texts(name, values, ["UPLOAD_DIR", "UPLOAD_PREFIX"])}
+            d, prefix = texts["UPLOAD_DIR"], texts["UPLOAD_PREFIX"]
+            try:
+                if self._upload is not None:
+                    d = self._upload.display(self._upload.components(d))
+                UploadTarget.check_prefix(prefix)
+            except UploadError as exc:
+                raise Reject(str(exc)) from None
+            self._upload_settings = {"UPLOAD_DIR": d, "UPLOAD_PREFIX": prefix}
+            self._show_texts(name, self._upload_settings)
+        elif name in ("CCD_FAST_TOGGLE", "CCD_COMPRESSION"):
+            on = values is not None and _one_of(name, values, ENABLED) == "INDI_ENABLED"
+            if name == "CCD_FAST_TOGGLE":
+                self._fast = on
+            else:
+                self._compress = on
+            self._show_switch(name, "INDI_ENABLED" if on else "INDI_DISABLED")
+        elif name == "CCD_TRANSFER_FORMAT":
+            chosen = "FORMAT_FITS" if values is None else _one_of(name, values, TRANSFER_FORMATS)
+            self._native = chosen == "FORMAT_NATIVE"
+            self._show_switch(name, chosen)
+        elif name == "CCD_CFA":
+            self._take_cfa(values)
+        else:  # pragma: no cover - config.SAVED names only these
+            raise Reject(f"{name} is not an INDI-only choice")
+
+    def _take_cfa(self, values: dict[str, Any] | None) -> None:
+        if values is None:  # back to the core's phase (subframe start and flip)
+            self._cfa = None
+            self._publish_cfa()
+            return
+        texts = _texts("CCD_CFA", values, ["CFA_OFFSET_X", "CFA_OFFSET_Y", "CFA_TYPE"])
         for k in ("CFA_OFFSET_X", "CFA_OFFSET_Y"):
-            if k in values and values[k].strip() not in ("0", "1"):
-                raise Reject(f"CCD_CFA.{k} must be 0 or 1, got {values[k][:20]!r}")
-        if "CFA_TYPE" in values and values["CFA_TYPE"].strip().upper() not in BAYER_NAMES.values():
+            if k in texts and texts[k].strip() not in ("0", "1"):
+                raise Reject(f"CCD_CFA.{k} must be 0 or 1, got {texts[k][:20]!r}")
+        if "CFA_TYPE" in texts and texts["CFA_TYPE"].strip().upper() not in BAYER_NAMES.values():
             raise Reject(f"CCD_CFA.CFA_TYPE must be one of {', '.join(BAYER_NAMES.values())}, "
-                         f"got {values['CFA_TYPE'][:20]!r}")
-        for k, v in values.items():
-            vec.text(k).value = v.strip().upper() if k == "CFA_TYPE" else v.strip()
-        self._cfa_override = True
-        vec.state = OK
-        self.publish(vec)
+                         f"got {texts['CFA_TYPE'][:20]!r}")
+        vec = self.vector("CCD_CFA")
+        members = ("CFA_OFFSET_X", "CFA_OFFSET_Y", "CFA_TYPE")
+        base = self._cfa or ({k: str(vec.text(k).value) for k in members} if vec is not None else {})
+        if not base and set(texts) != {"CFA_OFFSET_X", "CFA_OFFSET_Y", "CFA_TYPE"}:
+            # not connected: the core's phase fills what the request leaves out
+            pattern, bx, by = self.cam.bayer_phase() or (getattr(self.cam.info, "bayer_pattern", None) or "RGGB", 0, 0)
+            base = {"CFA_OFFSET_X": str(bx), "CFA_OFFSET_Y": str(by), "CFA_TYPE": pattern}
+        self._cfa = {**base, **{k: v.strip().upper() if k == "CFA_TYPE" else v.strip() for k, v in texts.items()}}
+        self._show_texts("CCD_CFA", self._cfa)
+
+    def _show_switch(self, name: str, on: str) -> None:
+        vec = self.vector(name)
+        if vec is not None:
+            vec.set_one(on)
+            vec.state = OK
+            self.publish(vec)
+
+    def _show_texts(self, name: str, texts: dict[str, str]) -> None:
+        vec = self.vector(name)
+        if vec is not None:
+            for k, v in texts.items():
+                vec.text(k).value = v
+            vec.state = OK
+            self.publish(vec)
 
     async def _new_fits_header(self, client: Client, vec: Vector, values: dict[str, Any]) -> None:
         key = str(values.get("KEYWORD_NAME", "")).strip().upper()
@@ -1254,7 +1343,7 @@ class CcdDevice(PropertyDevice):
         """CCD_CFA follows the core's mosaic phase (subframe start and flip), unless a client set it."""
         cfa = self.vector("CCD_CFA")
         phase = self.cam.bayer_phase()
-        if cfa is None or phase is None or self._cfa_override:
+        if cfa is None or phase is None or self._cfa is not None:
             return
         values = {"CFA_TYPE": phase[0], "CFA_OFFSET_X": str(phase[1]), "CFA_OFFSET_Y": str(phase[2])}
         if any(cfa.text(k).value != v for k, v in values.items()):
@@ -1271,6 +1360,40 @@ def _numbers(vec: Vector) -> list[Number]:
 def _frame_label(frame_type: str) -> str:
     """The core's frame type ("bias") as INDI's CCD_FRAME_TYPE label and FITS FRAME value ("Bias")."""
     return frame_type.capitalize()
+
+
+def _one_of(name: str, values: dict[str, Any], members: Sequence[str]) -> str:
+    """The one member switched On in a request or saved entry of a 1-of-many switch (raises `Reject`)."""
+    unknown = [k for k in values if k not in members]
+    on = [k for k, v in values.items() if v is True]
+    if unknown or len(on) != 1 or any(not isinstance(v, bool) for v in values.values()):
+        raise Reject(f"{name}: exactly one of {', '.join(members)} must be On, got {_show(values)}")
+    return on[0]
+
+
+def _texts(name: str, values: dict[str, Any], members: Sequence[str]) -> dict[str, str]:
+    """The text members of a request or saved entry (raises `Reject` naming what is not one)."""
+    bad = [k for k, v in values.items() if k not in members or not isinstance(v, str)]
+    if bad:
+        raise Reject(f"{name}: members are texts named {', '.join(members)}; got {_show(values)}")
+    return dict(values)
+
+
+def _numbers_in(name: str, values: dict[str, Any]) -> dict[str, float]:
+    """SCOPE_INFO's members, each a number in its range (raises `Reject`)."""
+    out: dict[str, float] = {}
+    for k, v in values.items():
+        lo, hi = SCOPE_RANGES.get(k, (math.nan, math.nan))  # an unknown member is never in range
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise Reject(f"{name}: members FOCAL_LENGTH (0 to 10000 mm) and APERTURE (0 to 3000 mm), "
+                         f"got {_show(values)}")
+        out[k] = float(v)
+    return out
+
+
+def _show(values: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _int_or(text: object, default: int) -> int:

@@ -20,12 +20,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zwo_common.threads import in_daemon_thread
 
 from . import protocol as P
 from .ccd import device_names
+from .config import directory_for, file_for
 from .server import DEFAULT_PORT, IndiServer
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -37,14 +39,17 @@ class IndiFrontEnd:
 
     ``host``: the address to listen on, or several (one port on each); "" is every IPv4 and IPv6
     address. ``upload_dir``: base directory for UPLOAD_LOCAL/UPLOAD_BOTH (None:
-    ``$ZWO_ALPACA_UPLOAD_DIR``, else local upload off).
+    ``$ZWO_ALPACA_UPLOAD_DIR``, else local upload off). ``config_path``: the zwo-alpaca config file;
+    each camera's saved INDI configuration (CONFIG_PROCESS) lives in ``indi/`` beside it, named by
+    the camera's config key (None: nothing is saved).
     """
 
     title = "INDI server"
 
     def __init__(self, *, host: str | Sequence[str] = "", port: int = DEFAULT_PORT,
                  upload_dir: str | os.PathLike[str] | None = None, logger: logging.Logger | None = None,
-                 stdio: tuple[int, int] | None = None, on_link_closed: Callable[[], None] | None = None) -> None:
+                 stdio: tuple[int, int] | None = None, on_link_closed: Callable[[], None] | None = None,
+                 config_path: str | os.PathLike[str] | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.upload_dir = upload_dir
@@ -52,12 +57,15 @@ class IndiFrontEnd:
         self.stdio = stdio
         self._on_link_closed = on_link_closed
         self._cameras: dict[int, ZWOCamera] = {}  # device number -> core, for the numbers the runtime uses
+        self._keys: dict[int, str] = {}  # device number -> the camera's config key (its saved INDI file)
+        self.config_dir = directory_for(config_path) if config_path is not None else None
         self.server: IndiServer | None = None
 
     # ------------------------------------------------------------------ cameras
     def add_camera(self, number: int, cam: ZWOCamera, *, key: str, unique_id: str) -> str:
         """Serve ``cam`` as the next INDI device; returns how clients see it (``INDI device 'ZWO CCD ...'``)."""
         self._cameras[number] = cam
+        self._keys[number] = key
         if self.server is None:
             # Named at start like the server will name it: by device-number order.
             ordered = [self._cameras[n] for n in sorted(self._cameras)]
@@ -66,9 +74,19 @@ class IndiFrontEnd:
             name = self.server.add_camera(cam)
         return f"INDI device {name!r}"
 
+    def _config_file(self, cam: ZWOCamera) -> Path | None:
+        """The saved INDI configuration of a served camera (by its config key), if saving is on."""
+        if self.config_dir is None:
+            return None
+        for number, served in list(self._cameras.items()):
+            if served is cam and number in self._keys:
+                return file_for(self.config_dir, self._keys[number])
+        return None
+
     def remove_camera(self, number: int) -> None:
         """Stop serving device ``number``: its device is detached and every client is sent delProperty."""
         cam = self._cameras.pop(number, None)
+        self._keys.pop(number, None)
         server = self.server
         if cam is None or server is None:
             return
@@ -89,7 +107,8 @@ class IndiFrontEnd:
         """Start the INDI server (binding its TCP port, or attaching to ``stdio``); raises OSError
         when the port cannot be bound."""
         server = IndiServer([self._cameras[n] for n in sorted(self._cameras)], host=self.host,
-                            port=self.requested_port, logger=self.log, upload_dir=self.upload_dir)
+                            port=self.requested_port, logger=self.log, upload_dir=self.upload_dir,
+                            config_file=self._config_file)
         loop = asyncio.get_running_loop()
         # start() blocks until its own loop runs and the port is bound.
         await loop.run_in_executor(None, functools.partial(server.start, listen=self.stdio is None))

@@ -30,9 +30,10 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import protocol as P
@@ -283,8 +284,10 @@ class IndiServer:
                  logger: logging.Logger | None = None, *, upload_dir: str | os.PathLike[str] | None = None,
                  driver_exec: str = "zwo-alpaca-indi", max_element_bytes: int = 1 << 20,
                  max_clients: int = 64, max_client_backlog: int = 32 << 20, max_client_errors: int = 1000,
-                 write_high_water: int = 8 << 20) -> None:
+                 write_high_water: int = 8 << 20, config_file: Callable[[Any], Path | None] | None = None) -> None:
         self.cameras = list(cameras)
+        # Where each camera's saved INDI configuration lives (indi_shim/config.py); None: not saved.
+        self.config_file = config_file
         self.host = host
         self._requested_port = port
         self.log = logger or logging.getLogger("zwo_alpaca.indi")
@@ -312,7 +315,8 @@ class IndiServer:
     # ------------------------------------------------------------------ lifecycle
     def _new_device(self, cam: Any, name: str) -> CcdDevice:
         return CcdDevice(self, cam, name, upload_dir=os.fspath(self.upload_dir) if self.upload_dir else None,
-                         driver_exec=self.driver_exec)
+                         driver_exec=self.driver_exec,
+                         config_path=self.config_file(cam) if self.config_file is not None else None)
 
     def _build_devices(self) -> None:
         names = device_names(self.cameras, self.log)

@@ -62,6 +62,8 @@ ROLES = (
     Role("ACTIVE_FILTER", "Filter", "CCD Simulator", ("FILTER_SLOT", "FILTER_NAME")),
     Role("ACTIVE_SKYQUALITY", "Sky Quality", "SQM", ("SKY_QUALITY",)),
 )
+#: SCOPE_INFO's members and their ranges (mm), libindi's.
+SCOPE_RANGES = {"FOCAL_LENGTH": (0.0, 10000.0), "APERTURE": (0.0, 3000.0)}
 _BY_PROPERTY = {(r.member, p): r for r in ROLES for p in r.properties}
 _SNOOPED_TAGS = frozenset(f"{verb}{kind}Vector" for verb in ("def", "set")
                           for kind in ("Number", "Switch", "Text", "Light", "BLOB"))
@@ -109,6 +111,7 @@ class Snooping:
         self._values: dict[tuple[str, str], Any] = {}  # (property, what) -> value
         self._heard: set[str] = set()  # roles whose device has published something
         self.scope = (0.0, 0.0)  # SCOPE_INFO (focal length, aperture) in mm; 0: not set
+        self._scope_vector: Vector | None = None
         self.vector = device.make_vector("Text", "ACTIVE_DEVICES", "Snoop devices", OPTIONS, "rw",
                                          [Text(r.member, r.label, r.default) for r in ROLES])
 
@@ -116,9 +119,10 @@ class Snooping:
     def scope_vector(self) -> Vector:
         """SCOPE_INFO as libindi's CCD defines it (while connected); keeps its values across connections."""
         fl, ap = self.scope
-        return self.dev.make_vector("Number", "SCOPE_INFO", "Scope", OPTIONS, "rw", [
-            Number("FOCAL_LENGTH", "Focal Length (mm)", "%g", 0, 10000, 1, fl),
-            Number("APERTURE", "Aperture (mm)", "%g", 0, 3000, 1, ap)])
+        self._scope_vector = self.dev.make_vector("Number", "SCOPE_INFO", "Scope", OPTIONS, "rw", [
+            Number("FOCAL_LENGTH", "Focal Length (mm)", "%g", *SCOPE_RANGES["FOCAL_LENGTH"], 1, fl),
+            Number("APERTURE", "Aperture (mm)", "%g", *SCOPE_RANGES["APERTURE"], 1, ap)])
+        return self._scope_vector
 
     def handler(self, name: str) -> Callable[..., Any] | None:
         """The coroutine for a client's new ACTIVE_DEVICES or SCOPE_INFO."""
@@ -127,6 +131,14 @@ class Snooping:
         return handlers.get(name)
 
     async def _new_active_devices(self, client: Any, vec: Vector, values: dict[str, str]) -> None:
+        self.set_active(values)
+
+    async def _new_scope_info(self, client: Any, vec: Vector, values: dict[str, float]) -> None:
+        self.set_scope(values)
+
+    def set_active(self, values: dict[str, str]) -> None:
+        """New ACTIVE_DEVICES names (by member; a client's or a saved configuration's), published."""
+        vec = self.vector
         changed = []
         for member, text in values.items():
             name = text.strip()
@@ -142,12 +154,16 @@ class Snooping:
         for payload in self.requests(changed):
             self.dev.server.broadcast(payload, self.dev.name)
 
-    async def _new_scope_info(self, client: Any, vec: Vector, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            vec.number(k).value = v
-        self.scope = (vec.number("FOCAL_LENGTH").value, vec.number("APERTURE").value)
-        vec.state = OK
-        self.dev.publish(vec)
+    def set_scope(self, values: dict[str, float]) -> None:
+        """New SCOPE_INFO values (mm, by member), published while the property is defined."""
+        fl = float(values.get("FOCAL_LENGTH", self.scope[0]))
+        ap = float(values.get("APERTURE", self.scope[1]))
+        self.scope = (fl, ap)
+        vec = self._scope_vector  # the last one defined; publish() sends it only while it is
+        if vec is not None:
+            vec.number("FOCAL_LENGTH").value, vec.number("APERTURE").value = fl, ap
+            vec.state = OK
+            self.dev.publish(vec)
 
     # ================================================================== requests and snooped traffic
     def requests(self, members: Iterable[str] | None = None) -> list[bytes]:

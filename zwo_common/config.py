@@ -57,6 +57,12 @@ DEFAULT_FIELDS: dict[str, type] = {
     "height": int,
     "cooler_on": bool,
     "schedule": str,
+    # The cooler ramp (C/min, 0 = off), "setpoint reached" threshold (C), warm-up at disconnect.
+    "ramp_slope": float,
+    "ramp_threshold": float,
+    "warm_at_disconnect": bool,
+    # SDK control names the SDK runs automatically (web page "auto" boxes); applied once connected.
+    "auto_controls": list,
 }
 
 
@@ -193,6 +199,8 @@ class Config:
                 value = raw[name]
                 if kind is float and isinstance(value, int) and not isinstance(value, bool):
                     value = float(value)
+                if kind is list and isinstance(value, list):  # a list of names: hand edits may add junk
+                    value = [v for v in value if isinstance(v, str) and v]
                 if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
                     out[name] = value
             return out

@@ -90,7 +90,8 @@ def front_ends(args: argparse.Namespace, runtime: Runtime, indi_fd: int) -> tupl
     from indi_shim.frontend import IndiFrontEnd  # noqa: PLC0415 - imported after stdout is protected
 
     indi = IndiFrontEnd(upload_dir=args.upload_dir, logger=log, stdio=(0, indi_fd),
-                        on_link_closed=runtime.request_stop)  # indiserver went away: shut down
+                        on_link_closed=runtime.request_stop,  # indiserver went away: shut down
+                        config_path=runtime.config.path)  # saved INDI configurations beside the config
     ends: list[FrontEnd] = [indi]
     optional: list[FrontEnd] = []
     if str(args.port).lower() not in _OFF:

@@ -192,7 +192,8 @@ def front_ends(args: argparse.Namespace, runtime: Runtime) -> tuple[list[FrontEn
             log.info("INDI server is not available in this build (%s)", exc)
         else:
             optional.append(IndiFrontEnd(host=addresses, port=args.indi_port, upload_dir=args.upload_dir,
-                                         logger=logging.getLogger("zwo_alpaca.indi")))
+                                         logger=logging.getLogger("zwo_alpaca.indi"),
+                                         config_path=runtime.config.path))
     return [*optional, alpaca], optional
 
 

@@ -125,7 +125,11 @@
     var info = s.info || {};
     FIELDS.forEach(function (name) { setField(name, set[name]); });
     setField("high_speed", set.high_speed);
-    if (hasCooler) { setField("cooler_on", set.cooler_on); setField("target_temperature", set.target_temperature); }
+    if (hasCooler) {
+      ["cooler_on", "target_temperature", "ramp_slope", "ramp_threshold", "warm_at_disconnect"].forEach(function (name) {
+        setField(name, set[name]);
+      });
+    }
     limits("f-gain", info.gain); limits("f-offset", info.offset); limits("f-usb_bandwidth", info.usb_bandwidth);
     if (hasCooler) limits("f-target_temperature", info.target_temperature);
   }
@@ -140,15 +144,69 @@
     text("r-roi", info.max_width ? "(sensor " + Math.floor(info.max_width / b) + " × " + Math.floor(info.max_height / b) + " at " + b + "×" + b + ")" : "");
     var hs = $("f-high_speed");
     if (hs) hs.closest(".field").hidden = info.high_speed === false;
+    renderAuto(info.auto_controls || [], set.auto_controls || {});
   }
+
+  // The controls the SDK can run itself: one "auto" checkbox each, applied at once (action/auto).
+  // A control on auto has its field disabled and left out of Apply: a value would make it manual.
+  var autoSettings = {};
+  function renderAuto(list, on) {
+    var box = $("auto-list");
+    var key = JSON.stringify(list);
+    if (box.dataset.key !== key) {
+      box.textContent = "";
+      list.forEach(function (c) {
+        var field = document.createElement("div");
+        field.className = "field check";
+        var label = document.createElement("label");
+        var input = document.createElement("input");
+        input.type = "checkbox";
+        input.id = "auto-" + c.name;
+        input.dataset.control = c.name;
+        label.appendChild(input);
+        label.appendChild(document.createTextNode(" " + c.name + " auto"));
+        field.appendChild(label);
+        box.appendChild(field);
+      });
+      box.dataset.key = key;
+      $("auto-controls").hidden = list.length === 0;
+    }
+    autoSettings = {};
+    list.forEach(function (c) {
+      var input = $("auto-" + c.name);
+      if (input && !input.dataset.busy) input.checked = !!on[c.name];
+      if (c.setting && $("f-" + c.setting)) {
+        autoSettings[c.setting] = !!on[c.name];
+        $("f-" + c.setting).disabled = !!on[c.name];
+      }
+    });
+  }
+  ["input", "change"].forEach(function (kind) {
+    $("auto-list").addEventListener(kind, function (ev) {
+      ev.stopPropagation();  // not a form edit: applied at once, the form stays as it is
+      var input = ev.target;
+      if (kind !== "change" || !input.dataset.control) return;
+      input.dataset.busy = "1";
+      action("auto", { control: input.dataset.control, on: input.checked }).then(function () {
+        delete input.dataset.busy;
+      });
+    });
+  });
   form.addEventListener("input", function () { dirty.settings = true; });
   form.addEventListener("change", function () { dirty.settings = true; if (last) hints(last); });
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var body = {};
-    FIELDS.forEach(function (name) { var el = $("f-" + name); if (el) body[name] = el.value.trim(); });
+    FIELDS.forEach(function (name) {
+      var el = $("f-" + name);
+      if (el && !autoSettings[name]) body[name] = el.value.trim();
+    });
     body.high_speed = $("f-high_speed").checked;
-    if (hasCooler) { body.cooler_on = $("f-cooler_on").checked; body.target_temperature = $("f-target_temperature").value.trim(); }
+    if (hasCooler) {
+      body.cooler_on = $("f-cooler_on").checked;
+      body.warm_at_disconnect = $("f-warm_at_disconnect").checked;
+      ["target_temperature", "ramp_slope", "ramp_threshold"].forEach(function (name) { body[name] = $("f-" + name).value.trim(); });
+    }
     action("settings", body).then(function (data) { if (data) dirty.settings = false; });
   });
   $("revert").addEventListener("click", function () { dirty.settings = false; if (last) { fillSettings(last); hints(last); } });
@@ -318,6 +376,11 @@
       if (p !== null) parts.push(p + " % power");
       var target = num(st.target_temperature, 1);
       if (target !== null) parts.push("target " + target + " °C");
+      // The ramp's own setpoint while it is on its way to the target; "reached" within the threshold.
+      var step = num(st.ramp_setpoint, 1);
+      if (step !== null && target !== null && step !== target) parts.push("ramping, now " + step + " °C");
+      if (st.temperature_reached === true) parts.push("reached");
+      if (st.state === "warming") parts.push("warming up before releasing the camera");
       text("s-cooler", parts.join(" · "));
     } else {
       text("s-cooler", "none on this model");

@@ -69,8 +69,8 @@ def _wait_image(c: PyIndiClient, mark: int, timeout: float = 20.0) -> tuple[dict
 
 
 def test_disconnected_property_set_and_names(client: PyIndiClient) -> None:
-    """Before CONNECT only CONNECTION, DRIVER_INFO and ACTIVE_DEVICES (libindi's CCD defines it always)
-    exist; names and interface bits as indi_asi."""
+    """Before CONNECT only CONNECTION, DRIVER_INFO, CONFIG_PROCESS and ACTIVE_DEVICES (libindi's
+    DefaultDevice and CCD define those always) exist; names and interface bits as indi_asi."""
     for dev in (DEV294, DEV120):
         client.wait_new(dev, "DRIVER_INFO")
         client.wait_new(dev, "ACTIVE_DEVICES")
@@ -79,7 +79,7 @@ def test_disconnected_property_set_and_names(client: PyIndiClient) -> None:
     assert info[DEV120]["DRIVER_INTERFACE"] == "6"  # CCD + GUIDER (ST4 port)
     assert info[DEV294]["DRIVER_EXEC"] == "zwo-alpaca-indi" and info[DEV294]["DRIVER_NAME"] == "ZWO CCD"
     names = {e.name for e in client.events if e.device == DEV120 and e.kind == "new"}
-    assert names == {"CONNECTION", "DRIVER_INFO", "ACTIVE_DEVICES"}
+    assert names == {"CONNECTION", "DRIVER_INFO", "CONFIG_PROCESS", "ACTIVE_DEVICES"}
     conn = next(e for e in client.events if e.device == DEV120 and e.name == "CONNECTION")
     assert conn.values == {"CONNECT": False, "DISCONNECT": True} and conn.perm == PyIndi.IP_RW
 

@@ -244,6 +244,7 @@ def test_settings_and_schedule_persist_across_restart(tmp_path: Path, pw: object
     assert defaults == [{"gain": 150, "offset": 20, "bin": 2, "readout_mode": "RAW8", "start_x": 100, "start_y": 50,
                          "width": 640, "height": 480, "high_speed": False, "cooler_on": True,
                          "target_temperature": -5.0, "usb_bandwidth": defaults[0]["usb_bandwidth"],
+                         "ramp_slope": 0.0, "ramp_threshold": 0.2, "warm_at_disconnect": False,
                          "schedule": inside}]
 
     again = start_server(work, port=srv.port)
