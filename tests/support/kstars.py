@@ -13,6 +13,7 @@ opened.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import sqlite3
@@ -31,6 +32,10 @@ CAPTURE = "/KStars/Ekos/Capture"
 DEBUG_LOG_RULES = ("org.kde.kstars.indi.debug=true;org.kde.kstars.ekos.debug=true;"
                    "org.kde.kstars.ekos.capture.debug=true;org.kde.kstars.ekos.guide.debug=true")
 EKOS_ACTION = "/kstars/MainWindow_1/actions/ekos"
+#: Qt's message pattern (KStars 3.6 sets none): each log line starts with the seconds since KStars
+#: started, to the millisecond, so the times between Ekos' own log lines can be measured.
+TIMED_LOG_PATTERN = "[%{time process}] %{if-category}%{category}: %{endif}%{message}"
+_TIMED_LINE = re.compile(r"^\[\s*([0-9]+\.[0-9]+)\] (.*)$")
 
 
 def missing_tools() -> list[str]:
@@ -217,14 +222,19 @@ class KStars:
     def userdb(self) -> Path:
         return self.home / ".local/share/kstars/userdb.sqlite"
 
-    def add_remote_profile(self, name: str, host: str, port: int, ccd_label: str = "ZWO CCD") -> None:
-        """Write an Ekos profile "Mode: Remote, host:port, CCD = ccd_label" into KStars' user DB."""
+    def add_remote_profile(self, name: str, host: str, port: int, ccd_label: str = "ZWO CCD",
+                           others: dict[str, str] | None = None) -> None:
+        """Write an Ekos profile "Mode: Remote, host:port, CCD = ccd_label" into KStars' user DB;
+        ``others`` adds devices by the profile editor's role, e.g. ``{"Mount": "Telescope Simulator"}``
+        (a remote profile counts its devices: Ekos waits for as many as it lists)."""
         self.wait_for(self.userdb.exists, 30, "KStars' userdb.sqlite")
         with sqlite3.connect(self.userdb, timeout=10) as db:
             cur = db.execute("INSERT INTO profile (name, host, port, autoconnect, guidertype, indihub,"
                              " portselector) VALUES (?, ?, ?, 1, 0, 0, 0)", (name, host, port))
             db.execute("INSERT INTO driver (label, role, profile) VALUES (?, 'CCD', ?)",
                        (ccd_label, cur.lastrowid))
+            for role, label in (others or {}).items():
+                db.execute("INSERT INTO driver (label, role, profile) VALUES (?, ?, ?)", (label, role, cur.lastrowid))
             # Not every Debian has indi-3rdparty's driver list: make the label known to KStars.
             db.execute("INSERT OR IGNORE INTO customdrivers (Name, Label, Manufacturer, Family, Exec, Version)"
                        " VALUES (?, ?, 'ZWO', 'CCDs', 'indi_asi_ccd', '1.0')", (ccd_label, ccd_label))
@@ -317,6 +327,16 @@ class KStars:
         except OSError:
             return ""
 
+    def timed_log(self, text: str) -> list[tuple[float, str]]:
+        """``(seconds since KStars started, line)`` for each line of KStars' log containing ``text``;
+        needs ``QT_MESSAGE_PATTERN`` = :data:`TIMED_LOG_PATTERN` in ``extra_env``."""
+        out = []
+        for line in self.log_text().splitlines():
+            m = _TIMED_LINE.match(line)
+            if m and text in m.group(2):
+                out.append((float(m.group(1)), m.group(2)))
+        return out
+
     def diagnostics(self) -> str:
         """Log tails and process states, for a failing test."""
         parts = []
@@ -335,10 +355,11 @@ class KStars:
 
 
 def sequence_file(path: Path, frames_dir: Path, *, exposure: float, count: int, width: int, height: int,
-                  capture_format: str = "", gain: int | None = None) -> Path:
+                  capture_format: str = "", gain: int | None = None, filter_name: str = "") -> Path:
     """An Ekos sequence queue (format 2.4, as KStars 3.6 saves it) with one light-frame job of
     ``count`` full frames saved under ``frames_dir`` (Upload: Client). ``capture_format`` is a
-    CCD_CAPTURE_FORMAT label ("" keeps the camera's); ``gain`` is set through CCD_CONTROLS."""
+    CCD_CAPTURE_FORMAT label ("" keeps the camera's); ``gain`` is set through CCD_CONTROLS;
+    ``filter_name`` is a filter of the optical train's wheel, which Capture selects before exposing."""
     d = escape(str(frames_dir))
     props = ""
     if gain is not None:
@@ -356,6 +377,7 @@ def sequence_file(path: Path, frames_dir: Path, *, exposure: float, count: int, 
 <Exposure>{exposure}</Exposure>
 <Format>{escape(capture_format)}</Format>
 <Encoding>FITS</Encoding>
+{f"<Filter>{escape(filter_name)}</Filter>" if filter_name else ""}
 <Binning><X>1</X><Y>1</Y></Binning>
 <Frame><X>0</X><Y>0</Y><W>{width}</W><H>{height}</H></Frame>
 <Type>Light</Type>

@@ -11,7 +11,12 @@ KStars runs headless under Xvfb with a private HOME and a private D-Bus session 
   and the frames Capture takes from it work too;
 * a profile first used with the colour camera keeps an optical train naming it, so the mono camera
   behind the same profile is "online" but never reaches Capture until the train names it (what the
-  issue's "mono cameras do not work" was).
+  issue's "mono cameras do not work" was);
+* with INDI's fast exposure on, Ekos asks our server for the job's frames in one series
+  (``CCD_FAST_COUNT``) and they follow each other at the exposure plus readout;
+* in a profile whose ``indiserver`` runs libindi's mount, wheel and focuser simulators with our
+  camera chained in, Ekos fills the camera's ``ACTIVE_DEVICES``/``SCOPE_INFO`` and the light frame
+  it saves carries the mount's pointing, the filter, the optics, the focuser and the site.
 
 Each test has its own KStars HOME: Ekos 3.6 keeps, per profile, an "optical train" naming the camera
 by its INDI device name, generated the first time the profile connects; a profile that once saw
@@ -24,6 +29,11 @@ tests/system/test_kstars_ekos.py``.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+import shutil
+import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,8 +41,9 @@ from pathlib import Path
 
 import pytest
 
+from support.indi_client import RawIndi, indiserver_command
 from support.kstars import DEBUG_LOG_RULES, KStars, missing_tools, sequence_file
-from support.servers import ServerProcess, alpaca_get, free_port, start_server
+from support.servers import ServerProcess, alpaca_get, free_port, start_server, stop_process, wait_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,6 +80,7 @@ class Session:
     ks: KStars
     started: dt.datetime
     tmp: Path
+    server_indi_port: int = 0
 
 
 @pytest.fixture
@@ -83,7 +95,7 @@ def session_for(tmp_path: Path) -> Iterator:
         server = start_server(tmp_path / "server", "--indi-port", str(indi_port), simulator=model.key)
         (tmp_path / "kstars").mkdir()
         ks = KStars(tmp_path / "kstars", extra_env={"QT_LOGGING_RULES": DEBUG_LOG_RULES})
-        s = Session(server, ks, started, tmp_path)
+        s = Session(server, ks, started, tmp_path, indi_port)
         opened.append(s)
         try:
             ks.start()
@@ -273,3 +285,198 @@ def test_ekos_guides_with_our_camera_and_its_st4_port(session_for) -> None:
     except BaseException:
         _report(s)
         raise
+
+
+# ------------------------------------------------------------------ fast exposure
+FAST_FRAMES = 5
+FAST_EXPOSURE = 0.5
+FAST_SUBFRAME = (1024, 768)  # small enough that Ekos keeps up with 0.5 s frames on a slow machine
+_FAST_COUNT = re.compile(rb"<(?:set|def)NumberVector[^>]*name=[\"']CCD_FAST_COUNT[\"'][^>]*>\s*"
+                         rb"<(?:one|def)Number[^>]*name=[\"']FRAMES[\"'][^>]*>\s*([0-9.eE+-]+)")
+
+
+def _fast_job(s: Session, model: Model, fast: bool) -> tuple[list[float], float]:
+    """One Capture job of FAST_FRAMES subframes with CCD_FAST_TOGGLE ``fast`` (set as the INDI
+    Control Panel would): the times between the exposure starts our server wrote into the FITS
+    files Ekos saved, and the largest CCD_FAST_COUNT our server published meanwhile."""
+    from astropy.io import fits
+
+    member = "INDI_ENABLED" if fast else "INDI_DISABLED"
+    subprocess.run(["indi_setprop", "-p", str(s.server_indi_port), "-t", "5",
+                    f"{model.device}.CCD_FAST_TOGGLE.{member}=On"], check=True, timeout=20, capture_output=True)
+    time.sleep(1.0)  # Ekos takes the toggle from the switch's update: let it arrive before the job
+    frames_dir = s.tmp / f"frames-fast-{'on' if fast else 'off'}"
+    frames_dir.mkdir()
+    seq = sequence_file(s.tmp / "fast.esq", frames_dir, exposure=FAST_EXPOSURE, count=FAST_FRAMES,
+                        width=FAST_SUBFRAME[0], height=FAST_SUBFRAME[1])
+    watch = RawIndi(s.server_indi_port)
+    watch.send('<getProperties version="1.7"/>')
+    try:
+        s.ks.run_sequence(seq, FAST_FRAMES, 90)
+    finally:
+        watch.close()
+    starts = []
+    for f in sorted(frames_dir.rglob("*.fits")):
+        with fits.open(f) as hdul:
+            assert hdul[0].data.shape == (FAST_SUBFRAME[1], FAST_SUBFRAME[0])
+            starts.append(dt.datetime.fromisoformat(hdul[0].header["DATE-OBS"]))
+    starts.sort()
+    assert len(starts) == FAST_FRAMES and len(set(starts)) == FAST_FRAMES, starts  # distinct frames, none repeated
+    counts = [float(v) for v in _FAST_COUNT.findall(watch.text())]
+    return [(b - a).total_seconds() for a, b in zip(starts, starts[1:])], max(counts, default=0.0)
+
+
+def test_ekos_fast_exposure_runs_the_series_in_our_server(session_for) -> None:
+    """With CCD_FAST_TOGGLE on, Ekos 3.6 sets CCD_FAST_COUNT to the job's frames and sends one
+    CCD_EXPOSURE; our core starts each next frame at readout, so the exposures follow each other at
+    the exposure plus readout instead of waiting for Ekos to receive, save and ask again."""
+    s = session_for(COLOUR)
+    try:
+        off_gaps, off_count = _fast_job(s, COLOUR, fast=False)
+        on_gaps, on_count = _fast_job(s, COLOUR, fast=True)
+        print(f"fast off: {off_gaps} (max CCD_FAST_COUNT {off_count}); on: {on_gaps} (max {on_count})")
+        assert off_count <= 1  # one exposure at a time, Ekos asking for each
+        assert on_count == FAST_FRAMES  # Ekos asked our server for the whole series at once
+        assert all(g >= FAST_EXPOSURE for g in on_gaps), on_gaps  # each frame exposed in full
+        # On: exposure plus readout (a few ms for this subframe) with no round trip to Ekos between.
+        assert statistics.median(on_gaps) < FAST_EXPOSURE + 0.15, on_gaps
+        assert statistics.median(on_gaps) < statistics.median(off_gaps), (on_gaps, off_gaps)
+        _disconnect(s)
+    except BaseException:
+        _report(s)
+        raise
+
+
+# ------------------------------------------------------------------ snooping in a profile
+MOUNT, WHEEL, FOCUSER = "Telescope Simulator", "Filter Simulator", "Focuser Simulator"
+JNOW = (5.6, -5.4)      # where the mount is synced (hours, degrees), JNow as INDI mounts report
+FILTER = "Green"        # the wheel simulator's slot 2; the job asks for it by name
+
+
+def _getprop(port: int, spec: str) -> dict[str, str]:
+    """libindi's indi_getprop: ``{"device.property.element": value}`` for ``spec`` (wildcards allowed)."""
+    r = subprocess.run(["indi_getprop", "-p", str(port), "-t", "3", spec], capture_output=True, text=True,
+                       timeout=20)
+    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+
+
+def _setprop(port: int, spec: str) -> None:
+    subprocess.run(["indi_setprop", "-p", str(port), "-t", "5", spec], check=True, timeout=20, capture_output=True)
+
+
+def _sexa(text: str) -> float:
+    d, m, sec = (float(v) for v in text.split())
+    sign = -1 if text.strip().startswith("-") else 1
+    return sign * (abs(d) + m / 60 + sec / 3600)
+
+
+needs_sims = pytest.mark.skipif(
+    any(shutil.which(p) is None for p in ("indiserver", "indi_getprop", "indi_simulator_telescope",
+                                          "indi_simulator_wheel", "indi_simulator_focus")),
+    reason="Debian's indi-bin (indiserver, indi_getprop and the simulators) is not installed")
+
+
+@needs_sims
+def test_ekos_profile_snoops_mount_wheel_and_focuser(tmp_path: Path) -> None:
+    """What docs/kstars.md, "Snooping in a profile", tells a user to do: one indiserver runs the
+    mount, the filter wheel and the focuser and chains our camera (``"DEVICE"@host:port``); an Ekos
+    profile has all four. Ekos fills the camera's ACTIVE_DEVICES itself; the mount is unparked and
+    synced, the job names a filter, and the light frame Ekos saves carries the mount's pointing, the
+    filter, the optics, the focuser position and the site."""
+    from astropy import units as u
+    from astropy.coordinates import FK5
+    from astropy.io import fits
+    from astropy.time import Time
+
+    our_port = free_port()
+    server = start_server(tmp_path / "server", "--indi-port", str(our_port), simulator=MONO.key)
+    hub_port = free_port()
+    hub_dir = tmp_path / "indiserver"
+    hub_dir.mkdir()
+    with open(hub_dir / "indiserver.log", "wb") as log:  # simulators keep their config in a private HOME
+        hub = subprocess.Popen(indiserver_command(hub_port, "indi_simulator_telescope", "indi_simulator_wheel",
+                                                  "indi_simulator_focus", f"{MONO.device}@127.0.0.1:{our_port}"),
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=hub_dir,
+                               env=dict(os.environ, HOME=str(hub_dir)), start_new_session=True)
+    wait_port(hub_port)
+    (tmp_path / "kstars").mkdir()
+    ks = KStars(tmp_path / "kstars", extra_env={"QT_LOGGING_RULES": DEBUG_LOG_RULES})
+    s = Session(server, ks, dt.datetime.now(dt.UTC).replace(tzinfo=None), tmp_path, our_port)
+    try:
+        ks.start()
+        ks.add_remote_profile(PROFILE, "127.0.0.1", hub_port,
+                              others={"Mount": MOUNT, "Filter": WHEEL, "Focuser": FOCUSER})
+        ks.open_ekos(PROFILE)
+        ks.start_ekos(PROFILE, "127.0.0.1", hub_port)
+        ks.wait_for(lambda: ks.module_property("Capture", "camera") == MONO.device, 60,
+                    f"Ekos Capture selecting camera {MONO.device!r}")
+        ks.wait_for(lambda: _getprop(hub_port, f"{MOUNT}.CONNECTION.CONNECT").get(
+            f"{MOUNT}.CONNECTION.CONNECT") == "On", 30, "Ekos connecting the mount")
+        # Ekos itself points the camera at the profile's mount and focuser (Manager::syncActiveDevices).
+        active = f"{MONO.device}.ACTIVE_DEVICES."
+        ks.wait_for(lambda: _getprop(hub_port, active + "*").get(active + "ACTIVE_TELESCOPE") == MOUNT, 30,
+                    "Ekos setting the camera's ACTIVE_TELESCOPE")
+
+        # The mount: unparked, tracking, synced to known coordinates (as Ekos' Mount tab would).
+        _setprop(hub_port, f"{MOUNT}.TELESCOPE_PARK.UNPARK=On")
+        _setprop(hub_port, f"{MOUNT}.TELESCOPE_TRACK_STATE.TRACK_ON=On")
+        _setprop(hub_port, f"{MOUNT}.ON_COORD_SET.SYNC=On")
+        _setprop(hub_port, f"{MOUNT}.EQUATORIAL_EOD_COORD.RA;DEC={JNOW[0]};{JNOW[1]}")
+        eod = f"{MOUNT}.EQUATORIAL_EOD_COORD."
+
+        def synced() -> bool:
+            p = _getprop(hub_port, eod + "*")
+            return (abs(float(p.get(eod + "RA", "nan")) - JNOW[0]) < 0.01
+                    and abs(float(p.get(eod + "DEC", "nan")) - JNOW[1]) < 0.1)
+
+        ks.wait_for(synced, 30, "the mount synced to the test's coordinates")
+
+        frames_dir = tmp_path / "frames"
+        frames_dir.mkdir()
+        seq = sequence_file(tmp_path / "snoop.esq", frames_dir, exposure=EXPOSURE, count=1,
+                            width=MONO.width, height=MONO.height, filter_name=FILTER)
+        ks.run_sequence(seq, 1, 90)
+        seen = _getprop(hub_port, "*.*.*")
+        files = sorted(frames_dir.rglob("*.fits"))
+        assert len(files) == 1, files
+        hdr = fits.getheader(files[0])
+        print(repr(hdr))
+        print({k: v for k, v in seen.items() if "ACTIVE_DEVICES" in k or "SCOPE_INFO" in k or "TELESCOPE_INFO" in k})
+
+        # Ekos chose the filter through the wheel and told the camera which wheel (ACTIVE_FILTER).
+        assert seen[active + "ACTIVE_FILTER"] == WHEEL
+        assert seen[active + "ACTIVE_FOCUSER"] == FOCUSER
+        assert seen[f"{WHEEL}.FILTER_SLOT.FILTER_SLOT_VALUE"] == "2"
+        assert hdr["FILTER"] == FILTER
+        # The pointing: J2000 of the mount's JNow. Astropy's precession alone, to within what
+        # libindi's nutation and aberration add (well under an arcminute).
+        assert hdr["TELESCOP"] == MOUNT
+        j2000 = FK5(ra=JNOW[0] * 15 * u.deg, dec=JNOW[1] * u.deg,
+                    equinox=Time(hdr["DATE-OBS"], scale="utc")).transform_to(FK5(equinox="J2000"))
+        here = FK5(ra=hdr["RA"] * u.deg, dec=hdr["DEC"] * u.deg, equinox="J2000")
+        assert here.separation(j2000).arcsec < 60, (hdr["RA"], hdr["DEC"], j2000)
+        assert JNOW[0] * 15 - hdr["RA"] > 0.2  # really precessed, not the JNow copied
+        assert abs(_sexa(hdr["OBJCTRA"]) * 15 - hdr["RA"]) < 1e-3
+        assert abs(_sexa(hdr["OBJCTDEC"]) - hdr["DEC"]) < 1e-3
+        assert hdr["EQUINOX"] == 2000
+        # The site, as the mount has it (Ekos sends KStars' location, Greenwich in a fresh HOME).
+        assert hdr["SITELAT"] == pytest.approx(float(seen[f"{MOUNT}.GEOGRAPHIC_COORD.LAT"]), abs=1e-3)
+        assert hdr["SITELONG"] == pytest.approx(float(seen[f"{MOUNT}.GEOGRAPHIC_COORD.LONG"]) % 360, abs=1e-3)
+        assert hdr["AIRMASS"] >= 1 and -90 <= hdr["OBJCTALT"] <= 90
+        # The optics: Ekos sends the optical train's telescope as SCOPE_INFO (its Guide module does,
+        # for the train's camera), which wins over the mount's TELESCOPE_INFO, as in libindi.
+        scope_fl = float(seen[f"{MONO.device}.SCOPE_INFO.FOCAL_LENGTH"])
+        scope_ap = float(seen[f"{MONO.device}.SCOPE_INFO.APERTURE"])
+        assert scope_fl > 0 and scope_fl != float(seen[f"{MOUNT}.TELESCOPE_INFO.TELESCOPE_FOCAL_LENGTH"])
+        assert (hdr["FOCALLEN"], hdr["APTDIA"]) == pytest.approx((scope_fl, scope_ap))
+        assert hdr["FOCUSPOS"] == pytest.approx(float(seen[f"{FOCUSER}.ABS_FOCUS_POSITION.FOCUS_ABSOLUTE_POSITION"]))
+        ks.stop_ekos()
+    except BaseException:
+        _report(s)
+        print("--- indiserver log (tail)\n" + "\n".join(
+            (hub_dir / "indiserver.log").read_text(errors="replace").splitlines()[-30:]))
+        raise
+    finally:
+        ks.stop()
+        stop_process(hub)
+        server.stop()
