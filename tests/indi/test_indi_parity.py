@@ -71,6 +71,9 @@ def wait_values(c: PyIndiClient, device: str, name: str, pred, timeout: float = 
 
 def test_parity_properties_per_model(rig: Rig) -> None:
     c = rig.client
+    for dev in (DEV294, DEV2600, DEV120):  # definitions arrive asynchronously: wait for each camera's last ones
+        for name in ("CCD_FAST_TOGGLE", "CCD_FAST_COUNT", "CCD_CONTROLS_MODE"):
+            wait_values(c, dev, name, lambda e: True, timeout=10.0)
     defs = {(e.device, e.name): e for e in c.events if e.kind == "new"}
     for dev in (DEV294, DEV2600):  # cooled: the ramp, as libindi's CCD defines it, and the warm-up switch
         ramp = defs[(dev, "CCD_TEMP_RAMP")]
